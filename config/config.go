@@ -1,0 +1,172 @@
+// Package config holds Gatehouse's configuration file format: the types, their
+// defaults, and the validation that turns a bad file into an error naming the
+// file, the key and the fix. It only parses; cmd/gatehouse wires the result.
+package config
+
+import "time"
+
+// Config is the whole configuration file. Every key has a default, so the zero
+// file (no file at all) is a valid configuration running the embedded policy.
+type Config struct {
+	Listen   Listen      `yaml:"listen"`
+	GRPC     GRPC        `yaml:"grpc"`
+	Policy   Policy      `yaml:"policy"`
+	JWT      JWT         `yaml:"jwt"`
+	ClientIP ClientIP    `yaml:"client_ip"`
+	Bypass   Bypass      `yaml:"bypass"`
+	Headers  HeaderRules `yaml:"headers"`
+	Log      Log         `yaml:"log"`
+}
+
+// Listen holds the listener addresses.
+type Listen struct {
+	// GRPC is the ext_authz gRPC listener (Authorization/Check, health, reflection).
+	GRPC string `yaml:"grpc"`
+	// HTTP is the operations listener (/healthz, /readyz, later /metrics).
+	HTTP string `yaml:"http"`
+}
+
+// GRPC tunes the gRPC server.
+type GRPC struct {
+	// MaxRecvMsgBytes bounds one CheckRequest; Envoy's with_request_body can make them large.
+	MaxRecvMsgBytes int `yaml:"max_recv_msg_bytes"`
+	// ShutdownGrace bounds how long a graceful stop waits for in-flight checks.
+	ShutdownGrace Duration `yaml:"shutdown_grace"`
+}
+
+// Policy configures the Rego engine.
+type Policy struct {
+	// Paths are files or directories of .rego and data (.json/.yaml) files.
+	// Empty means the embedded default policy.
+	Paths []string `yaml:"paths"`
+	// Decision is the rule path evaluated per request, as OPA-Envoy's `path`.
+	Decision string `yaml:"decision"`
+	// DryRun evaluates and logs every decision but always allows.
+	DryRun bool `yaml:"dry_run"`
+	// RegoVersion is "v1" (default) or "v0" for policies in the pre-1.0 syntax.
+	RegoVersion string `yaml:"rego_version"`
+	// FailStatus is the HTTP status of the denial answered when evaluation fails
+	// (undefined decision, wrong result type, runtime error). Default 403.
+	FailStatus int `yaml:"fail_status"`
+	// Watch reloads the policy when files under Paths change. Default true.
+	Watch *bool `yaml:"watch"`
+	// ParseBody enables parsed_body for JSON, form and multipart bodies. Default true.
+	ParseBody *bool `yaml:"parse_body"`
+}
+
+// JWT configures token verification.
+type JWT struct {
+	Providers []JWTProvider `yaml:"providers"`
+	// ClockSkew is allowed on exp, nbf and iat. Default 60s.
+	ClockSkew Duration `yaml:"clock_skew"`
+	// MaxTokenBytes rejects larger tokens before parsing. Default 8192.
+	MaxTokenBytes int `yaml:"max_token_bytes"`
+	// CacheSize bounds the verified-token cache (entries). Default 10000; 0 means
+	// the default, a negative value disables the cache.
+	CacheSize int `yaml:"cache_size"`
+}
+
+// JWTProvider is one token issuer.
+type JWTProvider struct {
+	Name             string   `yaml:"name"`
+	Issuer           string   `yaml:"issuer"`
+	Audiences        []string `yaml:"audiences"`
+	AllowAnyAudience bool     `yaml:"allow_any_audience"`
+	// Exactly one of JWKSURI, JWKSFile and Discovery.
+	JWKSURI   string `yaml:"jwks_uri"`
+	JWKSFile  string `yaml:"jwks_file"`
+	Discovery bool   `yaml:"discovery"`
+
+	FromHeaders []TokenHeader `yaml:"from_headers"`
+	FromParams  []string      `yaml:"from_params"`
+	FromCookies []string      `yaml:"from_cookies"`
+
+	// ForwardToken false strips the token before the request reaches the upstream.
+	ForwardToken   *bool           `yaml:"forward_token"`
+	ClaimToHeaders []ClaimToHeader `yaml:"claim_to_headers"`
+	PayloadHeader  string          `yaml:"payload_header"`
+
+	// Algorithms restricts accepted algorithms; empty means every asymmetric one
+	// the key supports (RS*, PS*, ES*, EdDSA).
+	Algorithms []string `yaml:"algorithms"`
+
+	// JWKS fetching.
+	RefreshInterval    Duration `yaml:"refresh_interval"`     // default 10m
+	MinRefreshInterval Duration `yaml:"min_refresh_interval"` // unknown-kid refetch floor, default 30s
+	FetchTimeout       Duration `yaml:"fetch_timeout"`        // default 5s
+	MaxJWKSBytes       int64    `yaml:"max_jwks_bytes"`       // default 1 MiB
+	CAFile             string   `yaml:"ca_file"`
+}
+
+// TokenHeader names a header carrying a token, with an optional prefix such as "Bearer ".
+type TokenHeader struct {
+	Name   string `yaml:"name"`
+	Prefix string `yaml:"prefix"`
+}
+
+// ClaimToHeader copies a scalar claim into an upstream request header.
+type ClaimToHeader struct {
+	Claim  string `yaml:"claim"`
+	Header string `yaml:"header"`
+}
+
+// ClientIP says how the real client address is resolved.
+type ClientIP struct {
+	// Source is peer, xff or envoy_external_address.
+	Source string `yaml:"source"`
+	// XFFTrustedHops is the number of trusted proxies in front (Envoy's
+	// xff_num_trusted_hops, Istio's numTrustedProxies).
+	XFFTrustedHops int `yaml:"xff_trusted_hops"`
+	// TrustedProxies are CIDRs whose X-Forwarded-For entries may be skipped.
+	TrustedProxies []string `yaml:"trusted_proxies"`
+}
+
+// Bypass lets trusted client networks skip authentication.
+type Bypass struct {
+	TrustedCIDRs []string `yaml:"trusted_cidrs"`
+	// Paths, when set, limits the bypass to these path prefixes.
+	Paths []string `yaml:"paths"`
+}
+
+// HeaderRules are request header checks evaluated by the default policy.
+type HeaderRules struct {
+	Require     []HeaderMatch      `yaml:"require"`
+	Deny        []HeaderMatch      `yaml:"deny"`
+	AllowValues []HeaderValues     `yaml:"allow_values"`
+	RulesFor    []ScopedHeaderRule `yaml:"rules_for"`
+}
+
+// HeaderMatch names a header, optionally with a regular expression its value must match.
+type HeaderMatch struct {
+	Name  string `yaml:"name" json:"name"`
+	Regex string `yaml:"regex,omitempty" json:"regex,omitempty"`
+}
+
+// HeaderValues lists the values a header may take when present.
+type HeaderValues struct {
+	Name   string   `yaml:"name" json:"name"`
+	Values []string `yaml:"values" json:"values"`
+}
+
+// ScopedHeaderRule applies header rules to one host and/or path prefix.
+type ScopedHeaderRule struct {
+	Host        string         `yaml:"host" json:"host,omitempty"`
+	PathPrefix  string         `yaml:"path_prefix" json:"path_prefix,omitempty"`
+	Require     []HeaderMatch  `yaml:"require" json:"require,omitempty"`
+	Deny        []HeaderMatch  `yaml:"deny" json:"deny,omitempty"`
+	AllowValues []HeaderValues `yaml:"allow_values" json:"allow_values,omitempty"`
+}
+
+// Log configures logging.
+type Log struct {
+	// Level is debug, info, warn or error.
+	Level string `yaml:"level"`
+	// Decisions writes one JSON line per decision. Default true.
+	Decisions *bool `yaml:"decisions"`
+}
+
+// Duration is a time.Duration written as "10m", "30s" in YAML.
+type Duration time.Duration
+
+// D returns the value as a time.Duration.
+func (d Duration) D() time.Duration { return time.Duration(d) }

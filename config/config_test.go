@@ -1,0 +1,167 @@
+package config
+
+import (
+	"os"
+	"path/filepath"
+	"strings"
+	"testing"
+	"time"
+)
+
+func TestDefaults(t *testing.T) {
+	c, err := Parse(nil, "")
+	if err != nil {
+		t.Fatal(err)
+	}
+	if c.Listen.GRPC != ":9191" || c.Listen.HTTP != ":8181" {
+		t.Errorf("listen = %+v", c.Listen)
+	}
+	if c.Policy.Decision != "envoy/authz/allow" || c.Policy.RegoVersion != "v1" || c.Policy.FailStatus != 403 {
+		t.Errorf("policy = %+v", c.Policy)
+	}
+	if len(c.Policy.Paths) != 0 || !*c.Policy.Watch || !*c.Policy.ParseBody || c.Policy.DryRun {
+		t.Errorf("policy = %+v", c.Policy)
+	}
+	if c.ClientIP.Source != "peer" {
+		t.Errorf("client_ip.source = %q", c.ClientIP.Source)
+	}
+}
+
+func TestParseFull(t *testing.T) {
+	dir := t.TempDir()
+	if err := os.Mkdir(filepath.Join(dir, "policies"), 0o755); err != nil {
+		t.Fatal(err)
+	}
+	y := `
+listen:
+  grpc: "127.0.0.1:9000"
+  http: "127.0.0.1:9001"
+grpc:
+  max_recv_msg_bytes: 1048576
+  shutdown_grace: 3s
+policy:
+  paths: ["./policies"]
+  decision: envoy.authz.allow
+  dry_run: true
+  rego_version: v0
+  fail_status: 500
+jwt:
+  clock_skew: 30s
+  providers:
+    - name: corp
+      issuer: https://issuer.example.com
+      audiences: [orders-api]
+      jwks_file: ./jwks.json
+      claim_to_headers: [{claim: sub, header: x-jwt-sub}]
+client_ip:
+  source: xff
+  xff_trusted_hops: 1
+bypass:
+  trusted_cidrs: [10.0.0.0/8, "2001:db8::/32"]
+headers:
+  require: [{name: X-Tenant-ID}]
+  deny: [{name: user-agent, regex: "(?i)sqlmap"}]
+  allow_values: [{name: x-env, values: [prod]}]
+  rules_for: [{host: Admin.Example.com, path_prefix: /admin, require: [{name: x-admin-ticket}]}]
+`
+	c, err := Parse([]byte(y), dir)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if c.Policy.Paths[0] != filepath.Join(dir, "policies") {
+		t.Errorf("policy path not resolved against the config dir: %q", c.Policy.Paths[0])
+	}
+	if c.JWT.Providers[0].JWKSFile != filepath.Join(dir, "jwks.json") {
+		t.Errorf("jwks_file not resolved: %q", c.JWT.Providers[0].JWKSFile)
+	}
+	if c.GRPC.ShutdownGrace.D() != 3*time.Second || c.JWT.ClockSkew.D() != 30*time.Second {
+		t.Errorf("durations: %v %v", c.GRPC.ShutdownGrace, c.JWT.ClockSkew)
+	}
+	if !c.Policy.DryRun || c.Policy.RegoVersion != "v0" || c.Policy.FailStatus != 500 {
+		t.Errorf("policy = %+v", c.Policy)
+	}
+	d := c.PolicyData()
+	h := d["headers"].(map[string]any)
+	if got := h["require"].([]any)[0].(map[string]any)["name"]; got != "x-tenant-id" {
+		t.Errorf("header names must be lower-cased in policy data, got %v", got)
+	}
+	if got := h["rules_for"].([]any)[0].(map[string]any)["host"]; got != "admin.example.com" {
+		t.Errorf("rules_for host = %v", got)
+	}
+	if got := d["jwt"].(map[string]any)["providers"].([]any); len(got) != 1 || got[0] != "corp" {
+		t.Errorf("providers = %v", got)
+	}
+}
+
+func TestPolicyDataListsAlwaysPresent(t *testing.T) {
+	d := Default().PolicyData()
+	h := d["headers"].(map[string]any)
+	for _, k := range []string{"require", "deny", "allow_values", "rules_for"} {
+		if v, ok := h[k].([]any); !ok || v == nil {
+			t.Errorf("headers.%s missing or nil: %#v", k, h[k])
+		}
+	}
+	b := d["bypass"].(map[string]any)
+	if v, ok := b["trusted_cidrs"].([]any); !ok || v == nil {
+		t.Errorf("bypass.trusted_cidrs missing")
+	}
+}
+
+func TestParseErrors(t *testing.T) {
+	cases := []struct {
+		name string
+		yaml string
+		want []string // every fragment must appear in the error
+	}{
+		{"unknown top-level key", "listn: {}\n", []string{"line 1", `unknown key "listn"`, "valid keys here are", "listen"}},
+		{"unknown nested key", "policy:\n  path: [x]\n", []string{"line 2", `unknown key "path" under policy`, "paths"}},
+		{"unknown key in list item", "jwt:\n  providers:\n    - name: a\n      audience: [x]\n", []string{"line 4", `under jwt.providers[0]`, "audiences"}},
+		{"wrong type", "policy:\n  dry_run: maybe\n", []string{"line 2", "policy.dry_run", "wrong type"}},
+		{"wrong type int", "grpc:\n  max_recv_msg_bytes: lots\n", []string{"grpc.max_recv_msg_bytes", "wrong type"}},
+		{"bad duration", "jwt:\n  clock_skew: soon\n", []string{"line 2", `"soon" is not a duration`}},
+		{"bad grpc address", "listen:\n  grpc: 9191\n", []string{"listen.grpc", "host:port"}},
+		{"bad port", "listen:\n  http: \":99999\"\n", []string{"listen.http", "0 to 65535"}},
+		{"bad host", "listen:\n  http: \"example.com:80\"\n", []string{"listen.http", "not an IP"}},
+		{"missing policy path", "policy:\n  paths: [/does/not/exist]\n", []string{"policy.paths[0]", "does not exist", "embedded default"}},
+		{"bad rego version", "policy:\n  rego_version: v2\n", []string{"policy.rego_version", "v0 or v1"}},
+		{"bad decision", "policy:\n  decision: \"envoy authz\"\n", []string{"policy.decision", "envoy/authz/allow"}},
+		{"bad fail status", "policy:\n  fail_status: 200\n", []string{"policy.fail_status", "400 to 599"}},
+		{"bad cidr", "bypass:\n  trusted_cidrs: [10.0.0.0/8, 10.0.0/8]\n", []string{"bypass.trusted_cidrs", "entry 1", "10.0.0/8"}},
+		{"bad bypass path", "bypass:\n  paths: [health]\n", []string{"bypass.paths[0]", "start with /"}},
+		{"bad regex", "headers:\n  deny: [{name: user-agent, regex: \"(\"}]\n", []string{"headers.deny[0].regex"}},
+		{"bad header name", "headers:\n  require: [{name: \"x tenant\"}]\n", []string{"headers.require[0].name"}},
+		{"empty allow values", "headers:\n  allow_values: [{name: x-env}]\n", []string{"headers.allow_values[0].values", "empty"}},
+		{"unscoped rules_for", "headers:\n  rules_for: [{require: [{name: a}]}]\n", []string{"headers.rules_for[0]", "host, path_prefix"}},
+		{"bad log level", "log:\n  level: loud\n", []string{"log.level"}},
+		{"not a mapping", "- a\n- b\n", []string{"top level must be a mapping"}},
+		{"not yaml", "listen: [\n", []string{"not valid YAML"}},
+	}
+	for _, tc := range cases {
+		t.Run(tc.name, func(t *testing.T) {
+			_, err := Parse([]byte(tc.yaml), t.TempDir())
+			if err == nil {
+				t.Fatalf("expected an error")
+			}
+			for _, w := range tc.want {
+				if !strings.Contains(err.Error(), w) {
+					t.Errorf("error %q does not contain %q", err, w)
+				}
+			}
+		})
+	}
+}
+
+func TestLoadNamesFile(t *testing.T) {
+	p := filepath.Join(t.TempDir(), "gatehouse.yaml")
+	if err := os.WriteFile(p, []byte("policy:\n  rego_version: v9\n"), 0o644); err != nil {
+		t.Fatal(err)
+	}
+	_, err := Load(p)
+	if err == nil || !strings.Contains(err.Error(), p) || !strings.Contains(err.Error(), "policy.rego_version") {
+		t.Fatalf("error must name the file and key, got %v", err)
+	}
+	_, err = Load(filepath.Join(t.TempDir(), "missing.yaml"))
+	if err == nil || !strings.Contains(err.Error(), "missing.yaml") {
+		t.Fatalf("missing file error = %v", err)
+	}
+}

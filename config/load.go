@@ -1,0 +1,378 @@
+package config
+
+import (
+	"bytes"
+	"errors"
+	"fmt"
+	"net"
+	"os"
+	"path/filepath"
+	"reflect"
+	"regexp"
+	"sort"
+	"strconv"
+	"strings"
+	"time"
+
+	"gopkg.in/yaml.v3"
+
+	"github.com/gatehouse-dev/gatehouse/policy/ipset"
+)
+
+// Defaults for every key that has one; Default() applies them.
+const (
+	DefaultGRPCAddr        = ":9191"
+	DefaultHTTPAddr        = ":8181"
+	DefaultDecision        = "envoy/authz/allow"
+	DefaultMaxRecvMsgBytes = 4 << 20
+	DefaultShutdownGrace   = 15 * time.Second
+	DefaultFailStatus      = 403
+)
+
+// Default returns the configuration used when no file is given.
+func Default() *Config {
+	c := &Config{}
+	c.applyDefaults()
+	return c
+}
+
+func (c *Config) applyDefaults() {
+	if c.Listen.GRPC == "" {
+		c.Listen.GRPC = DefaultGRPCAddr
+	}
+	if c.Listen.HTTP == "" {
+		c.Listen.HTTP = DefaultHTTPAddr
+	}
+	if c.GRPC.MaxRecvMsgBytes == 0 {
+		c.GRPC.MaxRecvMsgBytes = DefaultMaxRecvMsgBytes
+	}
+	if c.GRPC.ShutdownGrace == 0 {
+		c.GRPC.ShutdownGrace = Duration(DefaultShutdownGrace)
+	}
+	if c.Policy.Decision == "" {
+		c.Policy.Decision = DefaultDecision
+	}
+	if c.Policy.RegoVersion == "" {
+		c.Policy.RegoVersion = "v1"
+	}
+	if c.Policy.FailStatus == 0 {
+		c.Policy.FailStatus = DefaultFailStatus
+	}
+	if c.Policy.Watch == nil {
+		c.Policy.Watch = ptr(true)
+	}
+	if c.Policy.ParseBody == nil {
+		c.Policy.ParseBody = ptr(true)
+	}
+	if c.ClientIP.Source == "" {
+		c.ClientIP.Source = "peer"
+	}
+	if c.Log.Level == "" {
+		c.Log.Level = "info"
+	}
+	if c.Log.Decisions == nil {
+		c.Log.Decisions = ptr(true)
+	}
+}
+
+func ptr[T any](v T) *T { return &v }
+
+// Load reads, decodes and validates the file at path. Relative paths inside the
+// file (policy.paths, jwt jwks_file and ca_file) are resolved against the file's
+// directory, so a config works the same from any working directory. Every error
+// names the file, the key and the fix.
+func Load(path string) (*Config, error) {
+	raw, err := os.ReadFile(path)
+	if err != nil {
+		return nil, fmt.Errorf("config %s: %w (pass --config with a readable YAML file, or omit it to run on the embedded defaults)", path, err)
+	}
+	c, err := Parse(raw, filepath.Dir(path))
+	if err != nil {
+		return nil, fmt.Errorf("config %s: %w", path, err)
+	}
+	return c, nil
+}
+
+// Parse decodes and validates YAML. baseDir resolves relative paths.
+func Parse(raw []byte, baseDir string) (*Config, error) {
+	c := &Config{}
+	var root yaml.Node
+	if err := yaml.Unmarshal(raw, &root); err != nil {
+		return nil, fmt.Errorf("not valid YAML: %w", err)
+	}
+	if len(root.Content) > 0 {
+		doc := root.Content[0]
+		if doc.Kind != yaml.MappingNode && !(doc.Kind == yaml.ScalarNode && doc.Tag == "!!null") {
+			return nil, fmt.Errorf("line %d: the top level must be a mapping of keys such as listen, policy, jwt", doc.Line)
+		}
+		if err := checkKeys(doc, reflect.TypeOf(Config{}), ""); err != nil {
+			return nil, err
+		}
+		dec := yaml.NewDecoder(bytes.NewReader(raw))
+		dec.KnownFields(true)
+		if err := dec.Decode(c); err != nil {
+			return nil, explainDecodeError(err, doc)
+		}
+	}
+	c.resolvePaths(baseDir)
+	c.applyDefaults()
+	if err := c.Validate(); err != nil {
+		return nil, err
+	}
+	return c, nil
+}
+
+// checkKeys walks the YAML tree beside the Go type and reports the first
+// unknown key with its line, full key path and the valid keys.
+func checkKeys(n *yaml.Node, t reflect.Type, path string) error {
+	for t.Kind() == reflect.Pointer {
+		t = t.Elem()
+	}
+	switch {
+	case t.Kind() == reflect.Struct && n.Kind == yaml.MappingNode && t != reflect.TypeOf(Duration(0)):
+		fields := map[string]reflect.Type{}
+		var names []string
+		for i := 0; i < t.NumField(); i++ {
+			name, _, _ := strings.Cut(t.Field(i).Tag.Get("yaml"), ",")
+			if name == "" || name == "-" {
+				continue
+			}
+			fields[name] = t.Field(i).Type
+			names = append(names, name)
+		}
+		sort.Strings(names)
+		for i := 0; i+1 < len(n.Content); i += 2 {
+			k, v := n.Content[i], n.Content[i+1]
+			ft, ok := fields[k.Value]
+			if !ok {
+				return fmt.Errorf("line %d: unknown key %q%s; valid keys here are: %s", k.Line, k.Value, under(path), strings.Join(names, ", "))
+			}
+			if err := checkKeys(v, ft, join(path, k.Value)); err != nil {
+				return err
+			}
+		}
+	case t.Kind() == reflect.Slice && n.Kind == yaml.SequenceNode:
+		for i, item := range n.Content {
+			if err := checkKeys(item, t.Elem(), fmt.Sprintf("%s[%d]", path, i)); err != nil {
+				return err
+			}
+		}
+	}
+	return nil
+}
+
+func under(path string) string {
+	if path == "" {
+		return " at the top level"
+	}
+	return " under " + path
+}
+
+func join(path, key string) string {
+	if path == "" {
+		return key
+	}
+	return path + "." + key
+}
+
+var lineRE = regexp.MustCompile(`line (\d+): (.*)`)
+
+// explainDecodeError turns yaml.v3's "line N: cannot unmarshal ..." into a
+// message naming the key found on that line.
+func explainDecodeError(err error, doc *yaml.Node) error {
+	var te *yaml.TypeError
+	if !errors.As(err, &te) {
+		return err
+	}
+	keys := map[int]string{}
+	indexKeys(doc, "", keys)
+	var msgs []string
+	for _, e := range te.Errors {
+		m := lineRE.FindStringSubmatch(e)
+		if m == nil {
+			msgs = append(msgs, e)
+			continue
+		}
+		line, _ := strconv.Atoi(m[1])
+		key := keys[line]
+		msg := m[2]
+		if strings.HasPrefix(msg, "cannot unmarshal") {
+			msg = "wrong type: " + msg
+		}
+		msgs = append(msgs, fmt.Sprintf("line %d: %s: %s", line, key, msg))
+	}
+	return errors.New(strings.Join(msgs, "; "))
+}
+
+func indexKeys(n *yaml.Node, path string, keys map[int]string) {
+	switch n.Kind {
+	case yaml.MappingNode:
+		for i := 0; i+1 < len(n.Content); i += 2 {
+			k, v := n.Content[i], n.Content[i+1]
+			p := join(path, k.Value)
+			keys[k.Line] = p
+			if v.Line != k.Line || v.Kind == yaml.ScalarNode {
+				keys[v.Line] = p
+			}
+			indexKeys(v, p, keys)
+		}
+	case yaml.SequenceNode:
+		for i, item := range n.Content {
+			p := fmt.Sprintf("%s[%d]", path, i)
+			if _, ok := keys[item.Line]; !ok || item.Kind == yaml.ScalarNode {
+				keys[item.Line] = p
+			}
+			indexKeys(item, p, keys)
+		}
+	}
+}
+
+func (c *Config) resolvePaths(baseDir string) {
+	if baseDir == "" {
+		return
+	}
+	abs := func(p string) string {
+		if p == "" || filepath.IsAbs(p) {
+			return p
+		}
+		return filepath.Join(baseDir, p)
+	}
+	for i, p := range c.Policy.Paths {
+		c.Policy.Paths[i] = abs(p)
+	}
+	for i := range c.JWT.Providers {
+		c.JWT.Providers[i].JWKSFile = abs(c.JWT.Providers[i].JWKSFile)
+		c.JWT.Providers[i].CAFile = abs(c.JWT.Providers[i].CAFile)
+	}
+}
+
+// Validate checks what can be checked without building the parts (the JWT
+// providers and client IP settings are validated by their packages). It
+// reports the first problem with its key and the fix.
+func (c *Config) Validate() error {
+	if err := validateAddr("listen.grpc", c.Listen.GRPC); err != nil {
+		return err
+	}
+	if err := validateAddr("listen.http", c.Listen.HTTP); err != nil {
+		return err
+	}
+	if c.GRPC.MaxRecvMsgBytes < 1024 || c.GRPC.MaxRecvMsgBytes > 256<<20 {
+		return fmt.Errorf("grpc.max_recv_msg_bytes: %d is out of range; use a size between 1024 and 268435456 (default %d); it must exceed Envoy's with_request_body.max_request_bytes", c.GRPC.MaxRecvMsgBytes, DefaultMaxRecvMsgBytes)
+	}
+	if c.GRPC.ShutdownGrace < 0 {
+		return fmt.Errorf("grpc.shutdown_grace: must not be negative (e.g. 15s)")
+	}
+	for i, p := range c.Policy.Paths {
+		if _, err := os.Stat(p); err != nil {
+			return fmt.Errorf("policy.paths[%d]: %q does not exist; create it or remove it from policy.paths (an empty list runs the embedded default policy)", i, p)
+		}
+	}
+	if !validDecision(c.Policy.Decision) {
+		return fmt.Errorf("policy.decision: %q is not a rule path; use a path like envoy/authz/allow", c.Policy.Decision)
+	}
+	if c.Policy.RegoVersion != "v0" && c.Policy.RegoVersion != "v1" {
+		return fmt.Errorf("policy.rego_version: %q is not v0 or v1; use v1 (OPA 1.x syntax, the default) or v0 for policies written before OPA 1.0", c.Policy.RegoVersion)
+	}
+	if c.Policy.FailStatus < 400 || c.Policy.FailStatus > 599 {
+		return fmt.Errorf("policy.fail_status: %d is not an HTTP error status; use a code from 400 to 599 (default 403)", c.Policy.FailStatus)
+	}
+	if c.JWT.ClockSkew < 0 || c.JWT.ClockSkew.D() > time.Hour {
+		return fmt.Errorf("jwt.clock_skew: %s is out of range; use a duration from 0s to 1h (default 60s)", c.JWT.ClockSkew.D())
+	}
+	if c.JWT.MaxTokenBytes < 0 {
+		return fmt.Errorf("jwt.max_token_bytes: must not be negative (default 8192)")
+	}
+	if _, err := ipset.New(c.Bypass.TrustedCIDRs); err != nil {
+		return fmt.Errorf("bypass.trusted_cidrs: %w", err)
+	}
+	for i, p := range c.Bypass.Paths {
+		if !strings.HasPrefix(p, "/") {
+			return fmt.Errorf("bypass.paths[%d]: %q must start with /", i, p)
+		}
+	}
+	if err := validateHeaderRules("headers", c.Headers.Require, c.Headers.Deny, c.Headers.AllowValues); err != nil {
+		return err
+	}
+	for i, r := range c.Headers.RulesFor {
+		key := fmt.Sprintf("headers.rules_for[%d]", i)
+		if r.Host == "" && r.PathPrefix == "" {
+			return fmt.Errorf("%s: set host, path_prefix or both (a rule for every request belongs in headers.require/deny/allow_values)", key)
+		}
+		if r.PathPrefix != "" && !strings.HasPrefix(r.PathPrefix, "/") {
+			return fmt.Errorf("%s.path_prefix: %q must start with /", key, r.PathPrefix)
+		}
+		if err := validateHeaderRules(key, r.Require, r.Deny, r.AllowValues); err != nil {
+			return err
+		}
+	}
+	switch c.Log.Level {
+	case "debug", "info", "warn", "error":
+	default:
+		return fmt.Errorf("log.level: %q is not one of debug, info, warn, error", c.Log.Level)
+	}
+	return nil
+}
+
+func validateAddr(key, addr string) error {
+	host, port, err := net.SplitHostPort(addr)
+	if err != nil {
+		return fmt.Errorf("%s: %q is not a listen address; use host:port such as \":9191\" or \"127.0.0.1:9191\"", key, addr)
+	}
+	if n, err := strconv.Atoi(port); err != nil || n < 0 || n > 65535 {
+		return fmt.Errorf("%s: port %q in %q is not a number from 0 to 65535", key, port, addr)
+	}
+	if host != "" && host != "localhost" && net.ParseIP(host) == nil {
+		return fmt.Errorf("%s: host %q in %q is not an IP address; use an IP, localhost, or leave it empty for all interfaces", key, host, addr)
+	}
+	return nil
+}
+
+var decisionRE = regexp.MustCompile(`^[A-Za-z_][A-Za-z0-9_]*([/.][A-Za-z_][A-Za-z0-9_]*)*$`)
+
+func validDecision(d string) bool { return decisionRE.MatchString(strings.TrimPrefix(d, "/")) }
+
+var headerNameRE = regexp.MustCompile("^[!#$%&'*+.^_`|~0-9A-Za-z-]+$")
+
+func validateHeaderRules(key string, require, deny []HeaderMatch, allow []HeaderValues) error {
+	check := func(k string, ms []HeaderMatch) error {
+		for i, m := range ms {
+			if !headerNameRE.MatchString(m.Name) {
+				return fmt.Errorf("%s.%s[%d].name: %q is not a header name", key, k, i, m.Name)
+			}
+			if m.Regex != "" {
+				if _, err := regexp.Compile(m.Regex); err != nil {
+					return fmt.Errorf("%s.%s[%d].regex: %v (RE2 syntax, as Go's regexp and Rego's regex.match)", key, k, i, err)
+				}
+			}
+		}
+		return nil
+	}
+	if err := check("require", require); err != nil {
+		return err
+	}
+	if err := check("deny", deny); err != nil {
+		return err
+	}
+	for i, a := range allow {
+		if !headerNameRE.MatchString(a.Name) {
+			return fmt.Errorf("%s.allow_values[%d].name: %q is not a header name", key, i, a.Name)
+		}
+		if len(a.Values) == 0 {
+			return fmt.Errorf("%s.allow_values[%d].values: empty; list the allowed values (an empty list would deny every request carrying %s)", key, i, a.Name)
+		}
+	}
+	return nil
+}
+
+// UnmarshalYAML reads durations written as "30s", "10m" or "1h30m".
+func (d *Duration) UnmarshalYAML(n *yaml.Node) error {
+	if n.Kind != yaml.ScalarNode {
+		return fmt.Errorf("line %d: expected a duration such as 30s or 10m", n.Line)
+	}
+	v, err := time.ParseDuration(n.Value)
+	if err != nil {
+		return fmt.Errorf("line %d: %q is not a duration; write it like 30s, 10m or 1h", n.Line, n.Value)
+	}
+	*d = Duration(v)
+	return nil
+}
