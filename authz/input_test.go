@@ -1,0 +1,285 @@
+package authz
+
+import (
+	"encoding/json"
+	"errors"
+	"net/netip"
+	"strings"
+	"testing"
+
+	corev3 "github.com/envoyproxy/go-control-plane/envoy/config/core/v3"
+	authv3 "github.com/envoyproxy/go-control-plane/envoy/service/auth/v3"
+	"github.com/open-policy-agent/opa/v1/ast"
+	"google.golang.org/protobuf/encoding/protojson"
+	"google.golang.org/protobuf/types/known/structpb"
+	"google.golang.org/protobuf/types/known/timestamppb"
+
+	"github.com/gatehouse-dev/gatehouse/authz/clientip"
+	"github.com/gatehouse-dev/gatehouse/authz/jwt"
+)
+
+// richRequest exercises every kind of field Envoy sends: strings, 64-bit
+// integers, enums, bytes, maps, a Timestamp and a Struct.
+func richRequest() *authv3.CheckRequest {
+	meta, _ := structpb.NewStruct(map[string]any{"tenant": "acme", "n": 3.5, "list": []any{"a", true}})
+	return &authv3.CheckRequest{Attributes: &authv3.AttributeContext{
+		Source: &authv3.AttributeContext_Peer{
+			Address:   &corev3.Address{Address: &corev3.Address_SocketAddress{SocketAddress: &corev3.SocketAddress{Address: "203.0.113.9", PortSpecifier: &corev3.SocketAddress_PortValue{PortValue: 51234}}}},
+			Principal: "spiffe://cluster.local/ns/default/sa/client",
+		},
+		Destination: &authv3.AttributeContext_Peer{
+			Address: &corev3.Address{Address: &corev3.Address_SocketAddress{SocketAddress: &corev3.SocketAddress{Address: "10.0.0.5", Protocol: corev3.SocketAddress_UDP, PortSpecifier: &corev3.SocketAddress_PortValue{PortValue: 8080}}}},
+		},
+		Request: &authv3.AttributeContext_Request{
+			Time: timestamppb.New(timestamppb.Now().AsTime().Truncate(1000)),
+			Http: &authv3.AttributeContext_HttpRequest{
+				Id: "42", Method: "POST", Path: "/people/caf%C3%A9/1?lang=en&lang=fr&q=a+b", Host: "api.example.com",
+				Scheme: "https", Protocol: "HTTP/2", Size: 1234567890123,
+				Headers: map[string]string{":path": "/people", ":method": "POST", "content-type": "application/json", "x-b3": "x"},
+				Body:    `{"a": [1, 2.5, "x"], "b": {"c": null}}`,
+				RawBody: []byte{0, 1, 2, 255},
+			},
+		},
+		ContextExtensions: map[string]string{"route": "orders"},
+		MetadataContext:   &corev3.Metadata{FilterMetadata: map[string]*structpb.Struct{"envoy.filters.http.jwt_authn": meta}},
+		TlsSession:        &authv3.AttributeContext_TLSSession{Sni: "api.example.com"},
+	}}
+}
+
+// TestAttributesMatchProtojson pins the OPA-Envoy contract: input.attributes
+// equals what protojson followed by a JSON decode produces.
+func TestAttributesMatchProtojson(t *testing.T) {
+	req := richRequest()
+	raw, err := protojson.Marshal(req.GetAttributes())
+	if err != nil {
+		t.Fatal(err)
+	}
+	var want any
+	if err := json.Unmarshal(raw, &want); err != nil {
+		t.Fatal(err)
+	}
+	wantValue, err := ast.InterfaceToValue(want)
+	if err != nil {
+		t.Fatal(err)
+	}
+	got := messageValue(req.GetAttributes().ProtoReflect())
+	if got.Compare(wantValue) != 0 {
+		t.Fatalf("attributes differ from protojson\n got: %v\nwant: %v", got, wantValue)
+	}
+	for _, probe := range []string{`"size": "1234567890123"`, `"protocol": "UDP"`, `"rawBody": "AAEC/w=="`, `"portValue": 51234`} {
+		if !strings.Contains(got.String(), probe) {
+			t.Errorf("attributes lack %s: %v", probe, got)
+		}
+	}
+}
+
+func get(t *testing.T, v ast.Value, path string) ast.Value {
+	t.Helper()
+	cur := v
+	for _, k := range strings.Split(path, ".") {
+		obj, ok := cur.(ast.Object)
+		if !ok {
+			return nil
+		}
+		term := obj.Get(ast.StringTerm(k))
+		if term == nil {
+			return nil
+		}
+		cur = term.Value
+	}
+	return cur
+}
+
+func mustInput(t *testing.T, req *authv3.CheckRequest, ip clientip.Result, tok *jwt.Result) ast.Value {
+	t.Helper()
+	r, err := newRequest(req)
+	if err != nil {
+		t.Fatal(err)
+	}
+	in, err := buildInput(r, ip, tok, true)
+	if err != nil {
+		t.Fatal(err)
+	}
+	return in
+}
+
+func httpReq(path string, headers map[string]string, body string) *authv3.CheckRequest {
+	return &authv3.CheckRequest{Attributes: &authv3.AttributeContext{Request: &authv3.AttributeContext_Request{
+		Http: &authv3.AttributeContext_HttpRequest{Method: "GET", Path: path, Headers: headers, Body: body},
+	}}}
+}
+
+func TestBuildInput(t *testing.T) {
+	peer := clientip.Result{Addr: netip.MustParseAddr("203.0.113.9"), Source: "peer"}
+	cases := []struct {
+		name string
+		req  *authv3.CheckRequest
+		ip   clientip.Result
+		tok  *jwt.Result
+		want map[string]string // dotted path -> Rego literal; "<absent>" for absent
+	}{
+		{
+			name: "path and query",
+			req:  httpReq("/people/caf%C3%A9/1?lang=en&lang=fr&q=a+b&empty=", map[string]string{":path": "/people"}, ""),
+			want: map[string]string{
+				"parsed_path":    `["people", "café", "1"]`,
+				"parsed_query":   `{"lang": ["en", "fr"], "q": ["a b"], "empty": [""]}`,
+				"version":        `{"ext_authz": "v3", "encoding": "protojson"}`,
+				"truncated_body": `false`,
+				"parsed_body":    `<absent>`,
+				"jwt":            `<absent>`,
+			},
+		},
+		{
+			name: "root path",
+			req:  httpReq("/", nil, ""),
+			want: map[string]string{"parsed_path": `[""]`, "parsed_query": `{}`},
+		},
+		{
+			name: "no http attributes at all",
+			req:  &authv3.CheckRequest{},
+			want: map[string]string{"parsed_path": `[""]`, "attributes": `{}`, "client_ip": `""`, "source_principal": `<absent>`},
+		},
+		{
+			name: "pseudo-headers and mixed-case names lower-cased",
+			req:  httpReq("/", map[string]string{":authority": "api.example.com", ":method": "GET", "X-Tenant-ID": "acme"}, ""),
+			want: map[string]string{"attributes.request.http.headers": `{":authority": "api.example.com", ":method": "GET", "x-tenant-id": "acme"}`},
+		},
+		{
+			name: "json body",
+			req:  httpReq("/", map[string]string{"content-type": "application/json; charset=utf-8"}, `{"a": [1, 2.5], "b": null}`),
+			want: map[string]string{"parsed_body": `{"a": [1, 2.5], "b": null}`, "attributes.request.http.body": `"{\"a\": [1, 2.5], \"b\": null}"`},
+		},
+		{
+			name: "problem+json body",
+			req:  httpReq("/", map[string]string{"content-type": "application/problem+json"}, `{"x": true}`),
+			want: map[string]string{"parsed_body": `{"x": true}`},
+		},
+		{
+			name: "form body",
+			req:  httpReq("/", map[string]string{"content-type": "application/x-www-form-urlencoded"}, "a=1&a=2&b=x%20y"),
+			want: map[string]string{"parsed_body": `{"a": ["1", "2"], "b": ["x y"]}`},
+		},
+		{
+			name: "multipart body",
+			req: httpReq("/", map[string]string{"content-type": "multipart/form-data; boundary=XYZ"},
+				"--XYZ\r\nContent-Disposition: form-data; name=\"field\"\r\n\r\nvalue\r\n--XYZ--\r\n"),
+			want: map[string]string{"parsed_body": `{"field": ["value"]}`},
+		},
+		{
+			name: "text body is not parsed",
+			req:  httpReq("/", map[string]string{"content-type": "text/plain"}, `{"a": 1}`),
+			want: map[string]string{"parsed_body": `<absent>`},
+		},
+		{
+			name: "partial body flagged by envoy",
+			req:  httpReq("/", map[string]string{"content-type": "application/json", "x-envoy-auth-partial-body": "true"}, `{"a": 1`),
+			want: map[string]string{"truncated_body": `true`, "parsed_body": `<absent>`},
+		},
+		{
+			name: "partial body by content-length",
+			req:  httpReq("/", map[string]string{"content-type": "application/json", "content-length": "100"}, `{"a": 1`),
+			want: map[string]string{"truncated_body": `true`, "parsed_body": `<absent>`},
+		},
+		{
+			name: "raw body",
+			req: &authv3.CheckRequest{Attributes: &authv3.AttributeContext{Request: &authv3.AttributeContext_Request{Http: &authv3.AttributeContext_HttpRequest{
+				Path: "/", Headers: map[string]string{"content-type": "application/json"}, RawBody: []byte(`{"raw": 1}`)}}}},
+			want: map[string]string{"parsed_body": `{"raw": 1}`},
+		},
+		{
+			name: "header_map when headers are encoded raw",
+			req: &authv3.CheckRequest{Attributes: &authv3.AttributeContext{Request: &authv3.AttributeContext_Request{Http: &authv3.AttributeContext_HttpRequest{
+				Path: "/", HeaderMap: &corev3.HeaderMap{Headers: []*corev3.HeaderValue{{Key: "x-a", RawValue: []byte("1")}, {Key: "x-a", Value: "2"}}}}}}},
+			want: map[string]string{"attributes.request.http.headerMap.headers": `[{"key": "x-a", "rawValue": "MQ=="}, {"key": "x-a", "value": "2"}]`},
+		},
+		{
+			name: "source principal and client ip facts",
+			req:  &authv3.CheckRequest{Attributes: &authv3.AttributeContext{Source: &authv3.AttributeContext_Peer{Principal: "spiffe://x"}}},
+			ip:   clientip.Result{Addr: netip.MustParseAddr("10.1.2.3"), Source: "xff", Fallback: ""},
+			want: map[string]string{"source_principal": `"spiffe://x"`, "client_ip": `"10.1.2.3"`, "client_ip_source": `"xff"`, "client_ip_fallback": `<absent>`},
+		},
+		{
+			name: "client ip fallback",
+			req:  httpReq("/", nil, ""),
+			ip:   clientip.Result{Addr: netip.MustParseAddr("2001:db8::1"), Source: "peer", Fallback: "xff_too_few_entries"},
+			want: map[string]string{"client_ip": `"2001:db8::1"`, "client_ip_fallback": `"xff_too_few_entries"`},
+		},
+		{
+			name: "valid token",
+			req:  httpReq("/", nil, ""),
+			ip:   peer,
+			tok:  &jwt.Result{Valid: true, Provider: "corp", Claims: map[string]any{"sub": "alice", "aud": []any{"a", "b"}, "exp": 1.7e9}},
+			want: map[string]string{"jwt": `{"valid": true, "provider": "corp", "claims": {"sub": "alice", "aud": ["a", "b"], "exp": 1700000000}, "error": ""}`},
+		},
+		{
+			name: "invalid token",
+			req:  httpReq("/", nil, ""),
+			tok:  &jwt.Result{Provider: "corp", Error: "expired"},
+			want: map[string]string{"jwt": `{"valid": false, "provider": "corp", "claims": {}, "error": "expired"}`},
+		},
+	}
+	for _, tc := range cases {
+		t.Run(tc.name, func(t *testing.T) {
+			in := mustInput(t, tc.req, tc.ip, tc.tok)
+			for path, lit := range tc.want {
+				got := get(t, in, path)
+				if lit == "<absent>" {
+					if got != nil {
+						t.Errorf("%s: want absent, got %v", path, got)
+					}
+					continue
+				}
+				want := ast.MustParseTerm(lit).Value
+				if got == nil || got.Compare(want) != 0 {
+					t.Errorf("%s:\n got: %v\nwant: %v", path, got, want)
+				}
+			}
+		})
+	}
+}
+
+func TestBuildInputBadRequests(t *testing.T) {
+	cases := []struct {
+		name string
+		req  *authv3.CheckRequest
+	}{
+		{"bad json", httpReq("/", map[string]string{"content-type": "application/json"}, `{"a": `)},
+		{"trailing json", httpReq("/", map[string]string{"content-type": "application/json"}, `{} {}`)},
+		{"bad form", httpReq("/", map[string]string{"content-type": "application/x-www-form-urlencoded"}, "a=%zz")},
+		{"multipart without boundary", httpReq("/", map[string]string{"content-type": "multipart/form-data"}, "x")},
+		{"bad path", httpReq("/%zz", nil, "")},
+	}
+	for _, tc := range cases {
+		t.Run(tc.name, func(t *testing.T) {
+			r, err := newRequest(tc.req)
+			if err == nil {
+				_, err = buildInput(r, clientip.Result{}, nil, true)
+			}
+			if !errors.Is(err, errBadRequest) {
+				t.Fatalf("want errBadRequest, got %v", err)
+			}
+		})
+	}
+}
+
+func BenchmarkBuildInput(b *testing.B) {
+	req := richRequest()
+	req.Attributes.Request.Http.Headers = map[string]string{
+		":authority": "api.example.com", ":method": "GET", ":path": "/people/1?lang=en", ":scheme": "https",
+		"user-agent": "curl/8", "accept": "*/*", "x-forwarded-for": "203.0.113.9", "x-request-id": "abc",
+		"authorization": "Bearer eyJhbGciOiJSUzI1NiJ9.e30.sig", "x-forwarded-proto": "https",
+	}
+	req.Attributes.Request.Http.Body = ""
+	req.Attributes.Request.Http.RawBody = nil
+	b.ReportAllocs()
+	for b.Loop() {
+		r, err := newRequest(req)
+		if err != nil {
+			b.Fatal(err)
+		}
+		if _, err := buildInput(r, clientip.Result{Source: "peer"}, nil, true); err != nil {
+			b.Fatal(err)
+		}
+	}
+}

@@ -1,0 +1,94 @@
+// Command gatehouse is the Gatehouse ext_authz server: Envoy's
+// Authorization/Check over gRPC, decided by Rego policies.
+//
+//	gatehouse [--config gatehouse.yaml] [--grpc-addr :9191] [--http-addr :8181]
+//
+// With no --config it runs on the embedded defaults.
+package main
+
+import (
+	"context"
+	"errors"
+	"flag"
+	"fmt"
+	"io"
+	"log/slog"
+	"os"
+	"os/signal"
+	"syscall"
+
+	"github.com/gatehouse-dev/gatehouse/config"
+)
+
+// version is set at build time with -ldflags "-X main.version=...".
+var version = "dev"
+
+func main() {
+	os.Exit(run(os.Args[1:], os.Stderr))
+}
+
+// run parses the flags, loads the configuration and serves until SIGINT or
+// SIGTERM. Exit codes: 0 after a clean stop, 1 when serving failed, 2 for a
+// usage or configuration error.
+func run(args []string, stderr io.Writer) int {
+	fs := flag.NewFlagSet("gatehouse", flag.ContinueOnError)
+	fs.SetOutput(stderr)
+	configPath := fs.String("config", "", "configuration file (YAML); empty runs on the embedded defaults")
+	grpcAddr := fs.String("grpc-addr", "", "ext_authz gRPC listen address, overrides listen.grpc (default \":9191\")")
+	httpAddr := fs.String("http-addr", "", "operations HTTP listen address, overrides listen.http (default \":8181\")")
+	showVersion := fs.Bool("version", false, "print the version and exit")
+	fs.Usage = func() {
+		fmt.Fprintf(stderr, "Usage: gatehouse [--config FILE] [--grpc-addr ADDR] [--http-addr ADDR]\n\n")
+		fs.PrintDefaults()
+	}
+	if err := fs.Parse(args); err != nil {
+		if errors.Is(err, flag.ErrHelp) {
+			return 0
+		}
+		return 2
+	}
+	if *showVersion {
+		fmt.Fprintln(stderr, "gatehouse", version)
+		return 0
+	}
+	cfg := config.Default()
+	if *configPath != "" {
+		var err error
+		if cfg, err = config.Load(*configPath); err != nil {
+			fmt.Fprintf(stderr, "gatehouse: %v\n", err)
+			return 2
+		}
+	}
+	if *grpcAddr != "" {
+		cfg.Listen.GRPC = *grpcAddr
+	}
+	if *httpAddr != "" {
+		cfg.Listen.HTTP = *httpAddr
+	}
+	if err := cfg.Validate(); err != nil {
+		fmt.Fprintf(stderr, "gatehouse: flags: %v\n", err)
+		return 2
+	}
+
+	logger := slog.New(slog.NewJSONHandler(stderr, &slog.HandlerOptions{Level: level(cfg.Log.Level)}))
+	ctx, stop := signal.NotifyContext(context.Background(), syscall.SIGINT, syscall.SIGTERM)
+	defer stop()
+	if err := serve(ctx, cfg, *configPath, logger); err != nil {
+		var ce *configError
+		if errors.As(err, &ce) {
+			fmt.Fprintf(stderr, "gatehouse: %v\n", err)
+			return 2
+		}
+		logger.Error("gatehouse stopped", "error", err.Error())
+		return 1
+	}
+	return 0
+}
+
+func level(s string) slog.Level {
+	var l slog.Level
+	if err := l.UnmarshalText([]byte(s)); err != nil {
+		return slog.LevelInfo
+	}
+	return l
+}

@@ -1,0 +1,216 @@
+package main
+
+import (
+	"context"
+	"encoding/json"
+	"errors"
+	"fmt"
+	"log/slog"
+	"net"
+	"net/http"
+	"time"
+
+	authv3 "github.com/envoyproxy/go-control-plane/envoy/service/auth/v3"
+	"google.golang.org/grpc"
+	"google.golang.org/grpc/health"
+	healthpb "google.golang.org/grpc/health/grpc_health_v1"
+	"google.golang.org/grpc/reflection"
+
+	"github.com/gatehouse-dev/gatehouse/authz"
+	"github.com/gatehouse-dev/gatehouse/authz/clientip"
+	"github.com/gatehouse-dev/gatehouse/authz/jwt"
+	"github.com/gatehouse-dev/gatehouse/config"
+	"github.com/gatehouse-dev/gatehouse/policy"
+)
+
+// configError marks failures caused by the configuration (exit code 2).
+type configError struct {
+	file string
+	err  error
+}
+
+func (e *configError) Error() string {
+	if e.file == "" {
+		return e.err.Error()
+	}
+	return fmt.Sprintf("config %s: %v", e.file, e.err)
+}
+
+func (e *configError) Unwrap() error { return e.err }
+
+// parts are the pieces serve wires together.
+type parts struct {
+	policy *policy.Engine
+	tokens *jwt.Verifier
+	authz  *authz.Server
+}
+
+func build(ctx context.Context, cfg *config.Config, file string, logger *slog.Logger) (*parts, error) {
+	engine, err := policy.New(ctx, policy.Options{
+		Paths:       cfg.Policy.Paths,
+		Decision:    cfg.Policy.Decision,
+		RegoVersion: cfg.Policy.RegoVersion,
+		Config:      cfg.PolicyData(),
+		Logger:      logger.With("component", "policy"),
+	})
+	if err != nil {
+		return nil, &configError{file, fmt.Errorf("policy: %w", err)}
+	}
+	resolver, err := clientip.New(cfg.ClientIP)
+	if err != nil {
+		return nil, &configError{file, err}
+	}
+	tokens, err := jwt.New(ctx, cfg.JWT, jwt.Options{Logger: logger.With("component", "jwt")})
+	if err != nil {
+		return nil, &configError{file, err}
+	}
+	opts := authz.Options{
+		Policy:     engine,
+		ClientIP:   resolver,
+		FailStatus: cfg.Policy.FailStatus,
+		DryRun:     cfg.Policy.DryRun,
+		ParseBody:  *cfg.Policy.ParseBody,
+		Logger:     logger.With("component", "authz"),
+	}
+	if len(cfg.JWT.Providers) > 0 {
+		opts.Tokens = tokens
+	}
+	if *cfg.Log.Decisions {
+		opts.DecisionLog = logger
+	}
+	server, err := authz.New(opts)
+	if err != nil {
+		tokens.Close()
+		return nil, err
+	}
+	return &parts{policy: engine, tokens: tokens, authz: server}, nil
+}
+
+func (p *parts) ready() bool { return p.policy.Ready() && p.tokens.Ready() }
+
+// serve runs the gRPC and HTTP listeners until ctx is done, then stops
+// gracefully: health turns NOT_SERVING, in-flight checks finish (bounded by
+// grpc.shutdown_grace), and the listeners close.
+func serve(ctx context.Context, cfg *config.Config, file string, logger *slog.Logger) error {
+	p, err := build(ctx, cfg, file, logger)
+	if err != nil {
+		return err
+	}
+	defer p.tokens.Close()
+
+	grpcLis, err := net.Listen("tcp", cfg.Listen.GRPC)
+	if err != nil {
+		return &configError{file, fmt.Errorf("listen.grpc: %w", err)}
+	}
+	httpLis, err := net.Listen("tcp", cfg.Listen.HTTP)
+	if err != nil {
+		grpcLis.Close()
+		return &configError{file, fmt.Errorf("listen.http: %w", err)}
+	}
+
+	gs := grpc.NewServer(grpc.MaxRecvMsgSize(cfg.GRPC.MaxRecvMsgBytes))
+	authv3.RegisterAuthorizationServer(gs, p.authz)
+	hs := health.NewServer()
+	hs.SetServingStatus("", healthpb.HealthCheckResponse_NOT_SERVING)
+	hs.SetServingStatus(authv3.Authorization_ServiceDesc.ServiceName, healthpb.HealthCheckResponse_NOT_SERVING)
+	healthpb.RegisterHealthServer(gs, hs)
+	reflection.Register(gs)
+
+	hsrv := &http.Server{Handler: opsHandler(p), ReadHeaderTimeout: 5 * time.Second}
+
+	ctx, cancel := context.WithCancel(ctx)
+	defer cancel()
+	errc := make(chan error, 2)
+	go func() { errc <- gs.Serve(grpcLis) }()
+	go func() {
+		if err := hsrv.Serve(httpLis); !errors.Is(err, http.ErrServerClosed) {
+			errc <- err
+		}
+	}()
+	go watchReadiness(ctx, p, hs, logger)
+	if *cfg.Policy.Watch && len(cfg.Policy.Paths) > 0 {
+		go func() {
+			if err := p.policy.Watch(ctx); err != nil && ctx.Err() == nil {
+				logger.Error("policy watch stopped; edits will not be picked up until restart", "error", err.Error())
+			}
+		}()
+	}
+	logger.Info("listening",
+		"grpc", grpcLis.Addr().String(), "http", httpLis.Addr().String(),
+		"policy_revision", p.policy.Revision(), "dry_run", cfg.Policy.DryRun, "version", version)
+
+	select {
+	case <-ctx.Done():
+	case err := <-errc:
+		cancel()
+		gs.Stop()
+		hsrv.Close()
+		return err
+	}
+
+	logger.Info("shutting down", "grace", cfg.GRPC.ShutdownGrace.D().String())
+	hs.Shutdown() // every service NOT_SERVING, so Envoy's health checks drain us
+	done := make(chan struct{})
+	go func() { gs.GracefulStop(); close(done) }()
+	select {
+	case <-done:
+	case <-time.After(cfg.GRPC.ShutdownGrace.D()):
+		logger.Warn("grace period over, cancelling in-flight checks")
+		gs.Stop()
+	}
+	sctx, scancel := context.WithTimeout(context.Background(), 2*time.Second)
+	defer scancel()
+	_ = hsrv.Shutdown(sctx)
+	logger.Info("stopped")
+	return nil
+}
+
+// watchReadiness keeps the gRPC health status in step with readiness: SERVING
+// only once policies are loaded and every JWT provider has its keys.
+func watchReadiness(ctx context.Context, p *parts, hs *health.Server, logger *slog.Logger) {
+	tick := time.NewTicker(100 * time.Millisecond)
+	defer tick.Stop()
+	was := false
+	for {
+		now := p.ready()
+		if now != was {
+			st := healthpb.HealthCheckResponse_NOT_SERVING
+			if now {
+				st = healthpb.HealthCheckResponse_SERVING
+			}
+			hs.SetServingStatus("", st)
+			hs.SetServingStatus(authv3.Authorization_ServiceDesc.ServiceName, st)
+			logger.Info("readiness changed", "ready", now)
+			was = now
+		}
+		select {
+		case <-ctx.Done():
+			return
+		case <-tick.C:
+		}
+	}
+}
+
+// opsHandler serves /healthz (the process is alive) and /readyz (policies
+// loaded and JWKS fetched). /metrics joins them with the observability work.
+func opsHandler(p *parts) http.Handler {
+	mux := http.NewServeMux()
+	mux.HandleFunc("GET /healthz", func(w http.ResponseWriter, _ *http.Request) {
+		w.Header().Set("Content-Type", "text/plain")
+		fmt.Fprintln(w, "ok")
+	})
+	mux.HandleFunc("GET /readyz", func(w http.ResponseWriter, _ *http.Request) {
+		body := map[string]any{
+			"ready":           p.ready(),
+			"policy_loaded":   p.policy.Ready(),
+			"policy_revision": p.policy.Revision(),
+			"jwks_ready":      p.tokens.Ready(),
+		}
+		w.Header().Set("Content-Type", "application/json")
+		if !p.ready() {
+			w.WriteHeader(http.StatusServiceUnavailable)
+		}
+		_ = json.NewEncoder(w).Encode(body)
+	})
+	return mux
+}
