@@ -54,7 +54,7 @@ func build(ctx context.Context, cfg *config.Config, file string, logger *slog.Lo
 		Logger:      logger.With("component", "policy"),
 	})
 	if err != nil {
-		return nil, &configError{file, fmt.Errorf("policy: %w", err)}
+		return nil, &configError{file, err}
 	}
 	resolver, err := clientip.New(cfg.ClientIP)
 	if err != nil {

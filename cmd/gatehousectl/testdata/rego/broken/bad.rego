@@ -1,0 +1,5 @@
+package example.broken
+
+allow if {
+	input.x ==
+}

@@ -1,0 +1,7 @@
+package example.authz
+
+import data.gatehouse.lib
+
+default allow := false
+
+allow if lib.header("X-Allow") == "yes"

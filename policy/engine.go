@@ -1,0 +1,304 @@
+// Package policy evaluates Gatehouse's Rego policy. It loads modules and data
+// files, compiles and prepares the decision query once per revision, evaluates
+// it per request against an input already in AST form, reads the OPA-Envoy
+// result, and swaps in new revisions on reload only once they are known good.
+// It knows nothing of gRPC or Envoy's protobuf types.
+package policy
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"io"
+	"log/slog"
+	"strings"
+	"sync"
+	"sync/atomic"
+
+	"github.com/open-policy-agent/opa/v1/ast"
+	"github.com/open-policy-agent/opa/v1/rego"
+	"github.com/open-policy-agent/opa/v1/storage/inmem"
+	"github.com/open-policy-agent/opa/v1/topdown"
+	"github.com/open-policy-agent/opa/v1/topdown/print"
+)
+
+// defaultDecision is OPA-Envoy's default decision path.
+const defaultDecision = "envoy/authz/allow"
+
+// Options configures an Engine.
+type Options struct {
+	// Paths are files or directories of .rego modules and .json/.yaml/.yml
+	// data files, loaded as `opa run` loads them (data files are namespaced
+	// by directory; "a.b:path" loads path under data.a.b). Empty means the
+	// embedded default policy.
+	Paths []string
+	// Decision is the rule path, like "envoy/authz/allow" or
+	// "envoy.authz.allow"; empty means "envoy/authz/allow".
+	Decision string
+	// RegoVersion is the syntax of the modules under Paths: "v1" (default) or
+	// "v0" for policies written before OPA 1.0.
+	RegoVersion string
+	// Config is placed at data.gatehouse.config, merged with the data files;
+	// a value set by both is an error.
+	Config map[string]any
+	// Logger receives reload outcomes and warnings; nil discards them.
+	Logger *slog.Logger
+}
+
+// Engine evaluates the current revision of a policy. It is safe for
+// concurrent use; Eval never blocks on a reload.
+type Engine struct {
+	paths    []string
+	decision ast.Ref
+	version  ast.RegoVersion
+	config   map[string]any
+	logger   *slog.Logger
+
+	reloadMu sync.Mutex // serializes builds; Eval does not take it
+	current  atomic.Pointer[revision]
+}
+
+// revision is one compiled, prepared policy. It is immutable once built.
+type revision struct {
+	hash  string
+	query rego.PreparedEvalQuery
+	cidrs *cidrCache
+}
+
+// New loads, compiles and prepares the first revision. A policy that does not
+// parse or compile is an error naming file:line:col.
+func New(ctx context.Context, opts Options) (*Engine, error) {
+	decision, err := parseDecisionPath(opts.Decision)
+	if err != nil {
+		return nil, fmt.Errorf("policy: %w", err)
+	}
+	version, err := parseRegoVersion(opts.RegoVersion)
+	if err != nil {
+		return nil, fmt.Errorf("policy: %w", err)
+	}
+	logger := opts.Logger
+	if logger == nil {
+		logger = slog.New(slog.NewTextHandler(io.Discard, nil))
+	}
+	e := &Engine{
+		paths:    append([]string(nil), opts.Paths...),
+		decision: decision,
+		version:  version,
+		config:   opts.Config,
+		logger:   logger,
+	}
+	rev, _, err := e.build(ctx, "")
+	if err != nil {
+		return nil, fmt.Errorf("policy: %w", err)
+	}
+	e.current.Store(rev)
+	e.logger.Info("policy loaded", "revision", rev.hash, "decision", e.decision.String(),
+		"rego_version", e.version.String(), "paths", e.paths)
+	return e, nil
+}
+
+// Revision returns the short content hash of the active revision's modules,
+// data and options.
+func (e *Engine) Revision() string {
+	if rev := e.current.Load(); rev != nil {
+		return rev.hash
+	}
+	return ""
+}
+
+// Ready reports whether a revision is active. An Engine returned by New
+// always has one, and a failed reload never removes it.
+func (e *Engine) Ready() bool {
+	return e.current.Load() != nil
+}
+
+// Reload builds a new revision from the same options, validates it and swaps
+// it in. On failure the active revision stays, the failure is logged with the
+// compiler's file:line:col, and the error is returned. An unchanged policy is
+// not recompiled.
+func (e *Engine) Reload(ctx context.Context) error {
+	e.reloadMu.Lock()
+	defer e.reloadMu.Unlock()
+	old := e.current.Load()
+	rev, changed, err := e.build(ctx, old.hash)
+	if err != nil {
+		e.logger.Error("policy reload failed, keeping revision "+old.hash, "revision", old.hash, "error", err)
+		return fmt.Errorf("policy reload: %w", err)
+	}
+	if !changed {
+		e.logger.Debug("policy unchanged", "revision", old.hash)
+		return nil
+	}
+	e.current.Store(rev)
+	e.logger.Info("policy reloaded", "old_revision", old.hash, "revision", rev.hash)
+	return nil
+}
+
+// build loads and hashes the sources; when the hash differs from current it
+// compiles and prepares a new revision. changed is false (and rev nil) when
+// the sources are identical to current.
+func (e *Engine) build(ctx context.Context, current string) (rev *revision, changed bool, err error) {
+	if err := ctx.Err(); err != nil {
+		return nil, false, err
+	}
+	src, err := loadSources(e.paths, e.version, e.config, false, embedFor(e.paths), false)
+	if err != nil {
+		return nil, false, err
+	}
+	hash, err := revisionHash(src, e.version, e.decision)
+	if err != nil {
+		return nil, false, err
+	}
+	if hash == current {
+		return nil, false, nil
+	}
+	if err := ctx.Err(); err != nil {
+		return nil, false, err
+	}
+
+	data, err := ast.InterfaceToValue(src.data)
+	if err != nil {
+		return nil, false, fmt.Errorf("data: %w", err)
+	}
+	obj, ok := data.(ast.Object)
+	if !ok {
+		return nil, false, errors.New("data: not an object")
+	}
+	// The store hands out AST values, so data is converted once here and not
+	// per evaluation, and a list read from data is the same *ast.Array every
+	// time (which is what the CIDR cache keys on).
+	store := inmem.NewFromASTObject(obj)
+
+	debug := e.logger.Enabled(ctx, slog.LevelDebug)
+	compiler := newCompiler(e.version, debug)
+	if compiler.Compile(src.modules); compiler.Failed() {
+		return nil, false, withLocations(compiler.Errors)
+	}
+	if len(compiler.GetRules(e.decision)) == 0 {
+		if _, err := obj.Find(e.decision[1:]); err != nil {
+			e.logger.Warn("no rule defines the decision; every request will be denied as "+ReasonUndefined,
+				"decision", e.decision.String(), "revision", hash)
+		}
+	}
+
+	cidrs := newCIDRCache()
+	options := []func(*rego.Rego){
+		rego.ParsedQuery(ast.NewBody(ast.NewExpr(ast.NewTerm(e.decision)))),
+		rego.Compiler(compiler),
+		rego.Store(store),
+		cidrs.option(),
+		// Strict: a built-in error fails the evaluation (ReasonError, deny)
+		// instead of quietly making a rule undefined.
+		rego.StrictBuiltinErrors(true),
+		// Keep the result as an AST value; parseResult reads it directly.
+		rego.GenerateJSON(func(t *ast.Term, _ *rego.EvalContext) (any, error) { return t.Value, nil }),
+	}
+	if debug {
+		options = append(options, rego.EnablePrintStatements(true), rego.PrintHook(printLogger{e.logger}))
+	}
+	pq, err := rego.New(options...).PrepareForEval(ctx)
+	if err != nil {
+		return nil, false, fmt.Errorf("prepare %s: %w", e.decision, withLocations(err))
+	}
+	return &revision{hash: hash, query: pq, cidrs: cidrs}, true, nil
+}
+
+// newCompiler returns a compiler that knows Gatehouse's built-in. print() is
+// compiled in only when debug logging is on, so it costs nothing otherwise.
+func newCompiler(version ast.RegoVersion, enablePrint bool) *ast.Compiler {
+	caps := ast.CapabilitiesForThisVersion()
+	caps.Builtins = append(caps.Builtins, cidrContainsBuiltin())
+	return ast.NewCompiler().
+		WithCapabilities(caps).
+		WithDefaultRegoVersion(version).
+		WithEnablePrintStatements(enablePrint)
+}
+
+// Eval evaluates the decision for input, which is the policy input document
+// as an AST value (see InputFromJSON, or build it with ast.NewObject). The
+// request's ctx bounds the evaluation. A failed evaluation returns an
+// *EvalError and a Decision that is zero apart from Revision; the caller must
+// deny (fail closed).
+func (e *Engine) Eval(ctx context.Context, input ast.Value) (Decision, error) {
+	rev := e.current.Load()
+	if err := ctx.Err(); err != nil {
+		return Decision{Revision: rev.hash}, &EvalError{Reason: ReasonError, Err: err}
+	}
+	// Cancel through a callback rather than the goroutine rego starts per
+	// evaluation when no external cancel is given.
+	cancel := topdown.NewCancel()
+	stop := context.AfterFunc(ctx, cancel.Cancel)
+	rs, err := rev.query.Eval(ctx, rego.EvalParsedInput(input), rego.EvalExternalCancel(cancel))
+	stop()
+	if err != nil {
+		if ctxErr := ctx.Err(); ctxErr != nil {
+			err = fmt.Errorf("%w: %w", ctxErr, err)
+		}
+		return Decision{Revision: rev.hash}, &EvalError{Reason: ReasonError, Err: err}
+	}
+	switch {
+	case len(rs) == 0:
+		return Decision{Revision: rev.hash}, &EvalError{Reason: ReasonUndefined,
+			Err: fmt.Errorf("%s is undefined", e.decision)}
+	case len(rs) > 1 || len(rs[0].Expressions) != 1:
+		return Decision{Revision: rev.hash}, &EvalError{Reason: ReasonError,
+			Err: fmt.Errorf("%s: %d results, want one", e.decision, len(rs))}
+	}
+	value, ok := rs[0].Expressions[0].Value.(ast.Value)
+	if !ok {
+		return Decision{Revision: rev.hash}, &EvalError{Reason: ReasonError,
+			Err: fmt.Errorf("%s: result is %T, not an AST value", e.decision, rs[0].Expressions[0].Value)}
+	}
+	d, err := parseResult(value)
+	if err != nil {
+		return Decision{Revision: rev.hash}, &EvalError{Reason: ReasonBadResult, Err: fmt.Errorf("%s: %w", e.decision, err)}
+	}
+	d.Revision = rev.hash
+	return d, nil
+}
+
+// parseDecisionPath turns "envoy/authz/allow", "envoy.authz.allow" or
+// "data.envoy.authz.allow" into the ref data.envoy.authz.allow.
+func parseDecisionPath(s string) (ast.Ref, error) {
+	p := strings.TrimSpace(s)
+	if p == "" {
+		p = defaultDecision
+	}
+	sep := "."
+	if strings.Contains(p, "/") {
+		sep = "/"
+	}
+	p = strings.Trim(p, sep)
+	p = strings.TrimPrefix(strings.TrimPrefix(p, "data"+sep), "data")
+	if p == "" {
+		return nil, fmt.Errorf("decision %q: empty path", s)
+	}
+	ref := ast.Ref{ast.DefaultRootDocument}
+	for seg := range strings.SplitSeq(p, sep) {
+		if seg == "" {
+			return nil, fmt.Errorf("decision %q: empty path segment", s)
+		}
+		ref = append(ref, ast.StringTerm(seg))
+	}
+	return ref, nil
+}
+
+// parseRegoVersion maps the RegoVersion option to OPA's constant.
+func parseRegoVersion(s string) (ast.RegoVersion, error) {
+	switch strings.ToLower(strings.TrimSpace(s)) {
+	case "", "v1", "1":
+		return ast.RegoV1, nil
+	case "v0", "0":
+		return ast.RegoV0, nil
+	}
+	return ast.RegoUndefined, fmt.Errorf("rego version %q: want v0 or v1", s)
+}
+
+// printLogger sends Rego print() output to the debug log.
+type printLogger struct{ logger *slog.Logger }
+
+// Print implements print.Hook.
+func (p printLogger) Print(pctx print.Context, msg string) error {
+	p.logger.DebugContext(pctx.Context, "rego print", "location", pctx.Location.String(), "message", msg)
+	return nil
+}

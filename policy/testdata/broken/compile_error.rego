@@ -1,0 +1,5 @@
+package envoy.authz
+
+allow if {
+	no_such_function(input.x)
+}

@@ -1,0 +1,5 @@
+package envoy.authz
+
+allow := true if {
+	input.x ==
+}
