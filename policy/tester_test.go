@@ -74,6 +74,9 @@ func TestRunTests(t *testing.T) {
 		if err != nil {
 			t.Fatalf("RunTests over the embedded policy: %v", err)
 		}
+		if len(results) < 10 {
+			t.Fatalf("only %d embedded Rego tests ran; the default policy ships with its tests", len(results))
+		}
 		for _, r := range results {
 			if !r.Pass && !r.Skip {
 				t.Errorf("embedded test %s.%s failed: %v\n%s", r.Package, r.Name, r.Err, r.Output)

@@ -3,6 +3,8 @@ package test
 import (
 	"context"
 	"fmt"
+	"net/http"
+	"net/http/httptest"
 	"os"
 	"path/filepath"
 	"strings"
@@ -163,5 +165,47 @@ func TestConfigErrorsAtStartup(t *testing.T) {
 				t.Fatal(err)
 			}
 		})
+	}
+}
+
+// TestGracefulStopFinishesInFlight: a check in progress when SIGTERM arrives
+// still gets its decision.
+func TestGracefulStopFinishesInFlight(t *testing.T) {
+	entered := make(chan struct{}, 1)
+	slow := httptest.NewServer(http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+		entered <- struct{}{}
+		time.Sleep(time.Second)
+		w.Header().Set("Content-Type", "application/json")
+		fmt.Fprint(w, `{"ok": true}`)
+	}))
+	defer slow.Close()
+	dir := t.TempDir()
+	writeFile(t, filepath.Join(dir, "slow.rego"), fmt.Sprintf(`package envoy.authz
+
+allow if http.send({"method": "GET", "url": %q, "cache": false}).body.ok
+`, slow.URL))
+	g := startGatehouse(t, fmt.Sprintf("policy:\n  paths: [%q]\n", dir), true)
+
+	type result struct {
+		code int
+		out  string
+	}
+	done := make(chan result, 1)
+	go func() {
+		code, out, _ := ctl(t, "check", "--addr", g.grpcAddr, "--timeout", "10s")
+		done <- result{code, out}
+	}()
+	select {
+	case <-entered:
+	case <-time.After(10 * time.Second):
+		t.Fatal("the check never reached the policy")
+	}
+	g.stop(t)
+	r := <-done
+	if r.code != 0 || !strings.Contains(r.out, "ALLOWED") {
+		t.Fatalf("in-flight check was not finished: exit %d\n%s", r.code, r.out)
+	}
+	if g.exitErr != nil {
+		t.Fatalf("exit: %v", g.exitErr)
 	}
 }
