@@ -109,7 +109,7 @@ func ParsePrefix(raw string) (netip.Prefix, error) {
 	}
 	if a := p.Addr(); a.Is4In6() {
 		if p.Bits() < 96 {
-			return netip.Prefix{}, fmt.Errorf("IPv4-mapped prefix shorter than /96")
+			return netip.Prefix{}, fmt.Errorf("an IPv4-mapped prefix shorter than /96 (write the IPv4 form, e.g. 10.0.0.0/8)")
 		}
 		p = netip.PrefixFrom(a.Unmap(), p.Bits()-96)
 	}
