@@ -53,7 +53,7 @@ e2e:
 
 ## bench: benchmarks, each a ratio against a baseline measured in the same run (see docs/operations.md).
 bench:
-	$(GO) test -run '^$$' -bench . -benchmem -benchtime $(BENCHTIME) ./policy/... ./authz/... ./test/...
+	$(GO) test -run '^$$' -bench . -benchmem -benchtime $(BENCHTIME) ./policy/... ./authz/... | awk -f scripts/benchratio.awk
 
 clean:
 	rm -rf $(BIN)
