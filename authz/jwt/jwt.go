@@ -1,0 +1,377 @@
+// Package jwt verifies the bearer tokens Envoy forwards in a CheckRequest: it
+// finds the token in the configured locations, picks the provider by the
+// token's issuer, keeps each provider's JWKS fresh in the background, verifies
+// the signature and the registered claims, and caches verified tokens.
+//
+// The hot path never performs I/O, with one exception: a token whose `kid` is
+// not in the provider's key set triggers at most one JWKS refetch per
+// provider per min_refresh_interval, shared by every concurrent request.
+package jwt
+
+import (
+	"context"
+	"crypto/sha256"
+	"log/slog"
+	"net/http"
+	"sort"
+	"sync"
+	"time"
+
+	"github.com/gatehouse-dev/gatehouse/config"
+)
+
+// Reasons a token is not valid. They are the values of Result.Error and of
+// the policy input's `input.jwt.error` (docs/architecture.md).
+const (
+	// ErrMalformed: not a compact JWS, bad base64 or JSON, an unsupported or
+	// duplicated header, a missing or non-numeric `exp`, or an ambiguous
+	// location (two tokens in one header, a repeated query parameter).
+	ErrMalformed = "malformed"
+	// ErrTooLarge: the token exceeds jwt.max_token_bytes; nothing was parsed.
+	ErrTooLarge = "too_large"
+	// ErrExpired: `exp` is in the past beyond the clock skew.
+	ErrExpired = "expired"
+	// ErrNotYetValid: `nbf` is in the future beyond the clock skew.
+	ErrNotYetValid = "not_yet_valid"
+	// ErrIssuedInFuture: `iat` is in the future beyond the clock skew.
+	ErrIssuedInFuture = "issued_in_future"
+	// ErrBadSignature: the signature does not verify with the selected key.
+	ErrBadSignature = "bad_signature"
+	// ErrUnknownKey: no key in the provider's set matches the `kid` (after the
+	// rate-limited refetch), or the token has no `kid` and the set does not
+	// hold exactly one key usable for its `alg`.
+	ErrUnknownKey = "unknown_key"
+	// ErrUnknownIssuer: the token's `iss` names no configured provider. This
+	// is reported even with a single provider, so a policy (and an operator
+	// reading the decision log) can tell "someone else's token" apart from a
+	// token of ours that failed a check.
+	ErrUnknownIssuer = "unknown_issuer"
+	// ErrBadIssuer: the token has no `iss` claim, or it is not a string, so
+	// it cannot name a provider at all.
+	ErrBadIssuer = "bad_issuer"
+	// ErrBadAudience: `aud` is missing or holds none of the provider's audiences.
+	ErrBadAudience = "bad_audience"
+	// ErrAlgNotAllowed: `alg` is none, HMAC, unknown, not in the provider's
+	// algorithms, or incompatible with the key the `kid` selects.
+	ErrAlgNotAllowed = "alg_not_allowed"
+	// ErrKeysUnavailable: the provider has no key set yet (first fetch still
+	// failing). Fail closed: nothing is verified without keys.
+	ErrKeysUnavailable = "keys_unavailable"
+)
+
+// Options are the dependencies of a Verifier that do not come from the
+// configuration file.
+type Options struct {
+	// Logger receives JWKS lifecycle lines. Nil discards them.
+	Logger *slog.Logger
+	// HTTPClient is the base client for JWKS and discovery fetches. Its
+	// transport is wrapped (response size limit, Cache-Control bounds) and its
+	// timeout replaced by the provider's fetch_timeout. Nil uses
+	// http.DefaultTransport.
+	HTTPClient *http.Client
+	// Now is the clock for exp/nbf/iat and cache expiry. Nil is time.Now.
+	// JWKS scheduling and refetch rate limiting always use the real clock.
+	Now func() time.Time
+}
+
+// Request is the part of a CheckRequest a token can be found in.
+type Request struct {
+	// Headers uses lower-case names; Envoy comma-joins repeated headers.
+	Headers map[string]string
+	// Query holds the decoded query parameters.
+	Query map[string][]string
+}
+
+// Result is the outcome of verifying the token presented with a request.
+// A Result (and its Claims and Headers) may be shared between requests
+// through the verified-token cache: callers must treat it as read-only.
+type Result struct {
+	Valid    bool
+	Provider string
+	// Claims are the verified claims as JSON-compatible Go values (string,
+	// float64, bool, nil, []any, map[string]any); nil for invalid tokens.
+	Claims map[string]any
+	// Error is "" when Valid, otherwise one of the Err* constants.
+	Error string
+	// Detail explains Error for logs; it never contains the token.
+	Detail string
+	// Headers are the identity headers to set (append=false) on allow.
+	Headers []Header
+	// RemoveHeaders names the token's header when forward_token is false.
+	RemoveHeaders []string
+	// RemoveParams names the token's query parameter when forward_token is false.
+	RemoveParams []string
+}
+
+// Header is one identity header to set on the upstream request.
+type Header struct{ Key, Value string }
+
+// Stats are counters for the JWKS lifecycle and the verified-token cache.
+// Totals are summed over Providers.
+type Stats struct {
+	// Fetches counts JWKS, discovery and jwks_file reads attempted.
+	Fetches uint64
+	// FetchFailures counts fetches that did not produce a new key set
+	// (network error, timeout, non-200, oversize or unusable JWKS).
+	FetchFailures uint64
+	// UnknownKidRefetches counts refetches triggered by an unknown `kid`.
+	UnknownKidRefetches uint64
+	// CacheHits and CacheMisses count verified-token cache lookups.
+	CacheHits   uint64
+	CacheMisses uint64
+	// Providers holds per-provider counters, in configuration order.
+	Providers []ProviderStats
+}
+
+// ProviderStats are one provider's JWKS counters and state.
+type ProviderStats struct {
+	Name string
+	// Ready is true once the provider holds a key set.
+	Ready bool
+	// Keys is the number of usable keys in the current set.
+	Keys int
+	// Updated is when the current key set was installed (zero before).
+	Updated             time.Time
+	Fetches             uint64
+	FetchFailures       uint64
+	UnknownKidRefetches uint64
+}
+
+// Verifier verifies tokens for a fixed set of providers. It is safe for
+// concurrent use. Build it with New and stop it with Close.
+type Verifier struct {
+	providers []*provider
+	byIssuer  map[string]*provider
+	// locations is the union of every provider's token locations, in the
+	// order they are searched.
+	locations []*location
+	identity  []string
+
+	maxTokenBytes int
+	skew          time.Duration
+	now           func() time.Time
+	algs          *algTable
+	cache         *tokenCache // nil when disabled
+	log           *slog.Logger
+
+	cancel    context.CancelFunc
+	wg        sync.WaitGroup
+	closeOnce sync.Once
+}
+
+// New validates cfg, loads jwks_file providers, starts fetching the JWKS of
+// the others in the background and returns without waiting for them: Ready
+// reports when every provider has keys. ctx bounds the background work, as
+// does Close. An invalid configuration returns an error naming each bad field
+// and its fix.
+func New(ctx context.Context, cfg config.JWT, opts Options) (*Verifier, error) {
+	log := opts.Logger
+	if log == nil {
+		log = slog.New(slog.DiscardHandler)
+	}
+	now := opts.Now
+	if now == nil {
+		now = time.Now
+	}
+	settings, err := compile(cfg)
+	if err != nil {
+		return nil, err
+	}
+	algs, err := newAlgTable()
+	if err != nil {
+		return nil, err
+	}
+
+	bg, cancel := context.WithCancel(ctx)
+	v := &Verifier{
+		providers:     settings.providers,
+		byIssuer:      make(map[string]*provider, len(settings.providers)),
+		locations:     settings.locations,
+		identity:      settings.identityHeaders,
+		maxTokenBytes: settings.maxTokenBytes,
+		skew:          settings.skew,
+		now:           now,
+		algs:          algs,
+		log:           log,
+		cancel:        cancel,
+	}
+	if settings.cacheSize > 0 {
+		if v.cache, err = newTokenCache(settings.cacheSize); err != nil {
+			cancel()
+			return nil, err
+		}
+	}
+	for _, p := range v.providers {
+		v.byIssuer[p.issuer] = p
+		if err := p.init(bg, log.With("provider", p.name), opts.HTTPClient); err != nil {
+			cancel()
+			return nil, err
+		}
+	}
+	for _, p := range v.providers {
+		v.wg.Add(1)
+		go func() {
+			defer v.wg.Done()
+			p.run(bg)
+		}()
+	}
+	return v, nil
+}
+
+// Ready reports whether every provider holds a key set, so that readiness
+// probes keep traffic away until tokens can actually be verified.
+func (v *Verifier) Ready() bool {
+	for _, p := range v.providers {
+		if p.keys.Load() == nil {
+			return false
+		}
+	}
+	return true
+}
+
+// Close stops background fetching and waits for it. It is idempotent.
+func (v *Verifier) Close() {
+	v.closeOnce.Do(func() {
+		v.cancel()
+		v.wg.Wait()
+	})
+}
+
+// IdentityHeaders returns the lower-case names of every claim_to_headers
+// header and payload_header across providers, sorted. The authz handler lists
+// them in headers_to_remove on every allow, so a client can never pre-seed one.
+func (v *Verifier) IdentityHeaders() []string {
+	return append([]string(nil), v.identity...)
+}
+
+// Stats returns a snapshot of the counters.
+func (v *Verifier) Stats() Stats {
+	var s Stats
+	for _, p := range v.providers {
+		ps := ProviderStats{
+			Name:                p.name,
+			Fetches:             p.fetches.Load(),
+			FetchFailures:       p.fetchFailures.Load(),
+			UnknownKidRefetches: p.unknownKidRefetches.Load(),
+		}
+		if ks := p.keys.Load(); ks != nil {
+			ps.Ready, ps.Keys, ps.Updated = true, len(ks.keys), ks.updated
+		}
+		s.Fetches += ps.Fetches
+		s.FetchFailures += ps.FetchFailures
+		s.UnknownKidRefetches += ps.UnknownKidRefetches
+		s.Providers = append(s.Providers, ps)
+	}
+	if v.cache != nil {
+		s.CacheHits, s.CacheMisses = v.cache.hits.Load(), v.cache.misses.Load()
+	}
+	return s
+}
+
+// Verify finds the token presented with req and verifies it. It returns nil
+// when no token was presented, including a token found only in a location
+// that the provider of its issuer does not read.
+//
+// Only the first presented token is verified: a request carrying tokens in
+// several locations costs one signature verification, not one per location.
+func (v *Verifier) Verify(ctx context.Context, req Request) *Result {
+	for _, loc := range v.locations {
+		raw, ambiguous, found := loc.extract(req)
+		if !found {
+			continue
+		}
+		if ambiguous {
+			return &Result{Error: ErrMalformed, Detail: "more than one token in " + loc.describe()}
+		}
+		if res := v.verifyAt(ctx, loc, raw); res != nil {
+			return res
+		}
+	}
+	return nil
+}
+
+// verifyAt verifies raw found at loc; nil means the token is not presented
+// there (its issuer's provider does not read loc).
+func (v *Verifier) verifyAt(ctx context.Context, loc *location, raw string) *Result {
+	// The size limit comes before hashing or parsing anything.
+	if len(raw) > v.maxTokenBytes {
+		return &Result{Error: ErrTooLarge, Detail: "token exceeds max_token_bytes"}
+	}
+	now := v.now()
+
+	var key [sha256.Size]byte
+	if v.cache != nil {
+		key = sha256.Sum256([]byte(raw))
+		if e := v.cache.get(key); e != nil {
+			p := e.provider
+			switch {
+			case !loc.allowed[p.index]:
+				return nil
+			case !now.Before(e.expiresAt):
+				v.cache.remove(key, e)
+			case !p.keys.Load().has(e.thumbprint):
+				// The key that verified this token left the provider's
+				// set: the entry dies with it.
+				v.cache.remove(key, e)
+			default:
+				v.cache.hits.Add(1)
+				return p.result(loc, e)
+			}
+		}
+		v.cache.misses.Add(1)
+	}
+
+	tok, detail := parseToken(raw)
+	if tok == nil {
+		return &Result{Error: ErrMalformed, Detail: detail}
+	}
+	iss, ok := tok.claims["iss"].(string)
+	if !ok {
+		return &Result{Error: ErrBadIssuer, Detail: "token has no string iss claim"}
+	}
+	p := v.byIssuer[iss]
+	if p == nil {
+		return &Result{Error: ErrUnknownIssuer, Detail: "no provider for iss " + quote(iss)}
+	}
+	if !loc.allowed[p.index] {
+		return nil
+	}
+	e, code, detail := v.verifyToken(ctx, p, tok, now)
+	if e == nil {
+		res := &Result{Provider: p.name, Error: code, Detail: detail}
+		// forward_token: false means the upstream never sees the token,
+		// whether or not the policy lets an invalid one through.
+		if !p.forwardToken {
+			res.RemoveHeaders, res.RemoveParams = loc.removeHeaders, loc.removeParams
+		}
+		return res
+	}
+	if v.cache != nil {
+		v.cache.add(key, e)
+	}
+	return p.result(loc, e)
+}
+
+// result builds the per-request Result of a verified token: the removal
+// lists depend on where this request carried it.
+func (p *provider) result(loc *location, e *verified) *Result {
+	res := &Result{Valid: true, Provider: p.name, Claims: e.claims, Headers: e.headers}
+	if !p.forwardToken {
+		res.RemoveHeaders, res.RemoveParams = loc.removeHeaders, loc.removeParams
+	}
+	return res
+}
+
+// sortedUnique returns the sorted distinct values of names.
+func sortedUnique(names []string) []string {
+	seen := make(map[string]bool, len(names))
+	out := make([]string, 0, len(names))
+	for _, n := range names {
+		if !seen[n] {
+			seen[n] = true
+			out = append(out, n)
+		}
+	}
+	sort.Strings(out)
+	return out
+}
