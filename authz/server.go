@@ -109,6 +109,8 @@ type outcome struct {
 	ip       clientip.Result
 	token    *jwt.Result
 	req      *request
+	// dryRunDenied: the decision was a denial that dry run turned into an allow.
+	dryRunDenied bool
 }
 
 // Check answers one CheckRequest. It never returns a gRPC error for a request
@@ -127,46 +129,55 @@ func (s *Server) Check(ctx context.Context, req *authv3.CheckRequest) (resp *aut
 		}
 		s.logDecision(out, resp, time.Since(start))
 	}()
+	resp = s.decide(ctx, req, &out)
+	if s.opts.DryRun && resp.GetStatus().GetCode() != 0 {
+		// Dry run: the decision is logged (policy_allowed: false), the request
+		// goes through. Client copies of identity headers are still stripped.
+		out.dryRunDenied = true
+		resp = s.allow(policy.Decision{Allowed: true}, nil)
+	}
+	return resp, nil
+}
 
-	r, perr := newRequest(req)
-	if perr != nil {
-		out.err, out.reason = perr, ReasonBadRequest
-		return s.badRequest(perr), nil
+// decide establishes the facts, evaluates the policy and maps its decision;
+// out collects what the decision log needs.
+func (s *Server) decide(ctx context.Context, req *authv3.CheckRequest, out *outcome) *authv3.CheckResponse {
+	r, err := newRequest(req)
+	if err != nil {
+		out.err, out.reason = err, ReasonBadRequest
+		return s.badRequest(err)
 	}
 	out.req = r
 	out.ip = s.opts.ClientIP.Resolve(r.peer, r.headers)
 	if s.opts.Tokens != nil {
 		out.token = s.opts.Tokens.Verify(ctx, jwt.Request{Headers: r.headers, Query: r.query})
 	}
-	input, ierr := buildInput(r, out.ip, out.token, s.opts.ParseBody)
-	if ierr != nil {
-		out.err, out.reason = ierr, ReasonBadRequest
-		if !errors.Is(ierr, errBadRequest) {
+	input, err := buildInput(r, out.ip, out.token, s.opts.ParseBody)
+	if err != nil {
+		out.err, out.reason = err, ReasonBadRequest
+		if !errors.Is(err, errBadRequest) {
 			out.reason = ReasonInternal
-			return s.deny(s.opts.FailStatus, ReasonInternal), nil
+			return s.deny(s.opts.FailStatus, ReasonInternal)
 		}
-		return s.badRequest(ierr), nil
+		return s.badRequest(err)
 	}
-	dec, eerr := s.opts.Policy.Eval(ctx, input)
-	if eerr != nil {
+	dec, err := s.opts.Policy.Eval(ctx, input)
+	if err != nil {
 		// Fail closed: an undefined decision, a bad result or a runtime error
 		// denies with the configured status instead of a gRPC error.
-		out.err, out.reason = eerr, policy.ReasonError
+		out.err, out.reason = err, policy.ReasonError
 		var ee *policy.EvalError
-		if errors.As(eerr, &ee) {
+		if errors.As(err, &ee) {
 			out.reason = ee.Reason
 		}
 		out.decision.Revision = s.opts.Policy.Revision()
-		return s.deny(s.opts.FailStatus, out.reason), nil
+		return s.deny(s.opts.FailStatus, out.reason)
 	}
 	out.decision, out.reason = dec, dec.Reason
-	if !dec.Allowed && s.opts.DryRun {
-		return s.allow(policy.Decision{Allowed: true}, nil), nil
-	}
 	if dec.Allowed {
-		return s.allow(dec, out.token), nil
+		return s.allow(dec, out.token)
 	}
-	return s.denied(dec), nil
+	return s.denied(dec)
 }
 
 // logDecision writes the decision log line. The authorization header, the
@@ -191,7 +202,7 @@ func (s *Server) logDecision(out outcome, resp *authv3.CheckResponse, took time.
 		slog.Float64("duration_ms", float64(took.Microseconds())/1000),
 	)
 	if s.opts.DryRun {
-		attrs = append(attrs, slog.Bool("dry_run", true), slog.Bool("policy_allowed", out.err == nil && out.decision.Allowed))
+		attrs = append(attrs, slog.Bool("dry_run", true), slog.Bool("policy_allowed", !out.dryRunDenied))
 	}
 	if out.decision.Bypass {
 		attrs = append(attrs, slog.Bool("bypass", true))

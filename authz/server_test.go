@@ -1,11 +1,14 @@
 package authz
 
 import (
+	"bytes"
 	"context"
+	"log/slog"
 	"net"
 	"os"
 	"path/filepath"
 	"strings"
+	"sync"
 	"testing"
 	"time"
 
@@ -262,12 +265,58 @@ func TestBadBodyIs400(t *testing.T) {
 	}
 }
 
-func TestDryRunAllowsButKeepsIdentityStripping(t *testing.T) {
-	dir := policyDir(t, map[string]string{"p.rego": "package envoy.authz\n\nallow := false\n"})
-	c := startServer(t, policy.Options{Paths: []string{dir}}, Options{DryRun: true})
-	resp := check(t, c, checkReq("GET", "/", nil, ""))
-	if resp.GetStatus().GetCode() != 0 {
-		t.Fatalf("dry run must allow: %v", resp)
+// syncBuffer is a concurrency-safe log sink.
+type syncBuffer struct {
+	mu sync.Mutex
+	b  bytes.Buffer
+}
+
+func (b *syncBuffer) Write(p []byte) (int, error) {
+	b.mu.Lock()
+	defer b.mu.Unlock()
+	return b.b.Write(p)
+}
+
+func (b *syncBuffer) String() string {
+	b.mu.Lock()
+	defer b.mu.Unlock()
+	return b.b.String()
+}
+
+// TestDryRun: whatever the policy says (deny, undefined, unparsable body),
+// dry run allows, still strips identity headers, and logs what would have
+// happened.
+func TestDryRun(t *testing.T) {
+	cases := []struct {
+		name, policy string
+		req          *authv3.CheckRequest
+		reason       string
+	}{
+		{"denial", "package envoy.authz\n\nallow := {\"allowed\": false, \"reason\": \"nope\"}\n", checkReq("GET", "/", nil, ""), "nope"},
+		{"undefined", "package envoy.authz\n\nallow if input.never\n", checkReq("GET", "/", nil, ""), policy.ReasonUndefined},
+		{"bad body", "package envoy.authz\n\nallow := true\n", checkReq("POST", "/", map[string]string{"content-type": "application/json"}, "{"), ReasonBadRequest},
+	}
+	for _, tc := range cases {
+		t.Run(tc.name, func(t *testing.T) {
+			var logs syncBuffer
+			dir := policyDir(t, map[string]string{"p.rego": tc.policy})
+			c := startServer(t, policy.Options{Paths: []string{dir}}, Options{
+				DryRun: true, ParseBody: true, Tokens: fixedTokens{nil},
+				DecisionLog: slog.New(slog.NewJSONHandler(&logs, nil)),
+			})
+			resp := check(t, c, tc.req)
+			if resp.GetStatus().GetCode() != 0 {
+				t.Fatalf("dry run must allow: %v", resp)
+			}
+			if rm := strings.Join(resp.GetOkResponse().GetHeadersToRemove(), ","); !strings.Contains(rm, "x-jwt-sub") {
+				t.Errorf("identity headers must still be stripped in dry run: %q", rm)
+			}
+			for _, want := range []string{`"dry_run":true`, `"policy_allowed":false`, `"reason":"` + tc.reason + `"`} {
+				if !strings.Contains(logs.String(), want) {
+					t.Errorf("decision log lacks %s: %s", want, logs.String())
+				}
+			}
+		})
 	}
 }
 
