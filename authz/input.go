@@ -5,6 +5,7 @@ import (
 	"encoding/json"
 	"errors"
 	"fmt"
+	"io"
 	"mime"
 	"mime/multipart"
 	"net/url"
@@ -17,10 +18,6 @@ import (
 	"github.com/gatehouse-dev/gatehouse/authz/clientip"
 	"github.com/gatehouse-dev/gatehouse/authz/jwt"
 )
-
-// maxMultipartMemory bounds what parsing a multipart body may hold in memory;
-// the body itself is already bounded by the gRPC message size.
-const maxMultipartMemory = 8 << 20
 
 // errBadRequest marks request problems that answer 400 rather than the
 // policy's decision: an unparsable path or body.
@@ -35,12 +32,16 @@ type request struct {
 	query   url.Values
 	body    []byte
 	peer    string
+	// rebuilt: headers were rebuilt from header_map or lower-cased, so the
+	// input's attributes must carry them too (policies read them there).
+	rebuilt bool
 }
 
 func newRequest(req *authv3.CheckRequest) (*request, error) {
 	http := req.GetAttributes().GetRequest().GetHttp()
 	r := &request{check: req, headers: http.GetHeaders()}
 	if len(r.headers) == 0 && len(http.GetHeaderMap().GetHeaders()) > 0 {
+		r.rebuilt = true
 		// encode_raw_headers: Envoy sends header_map instead of headers.
 		r.headers = make(map[string]string, len(http.GetHeaderMap().GetHeaders()))
 		for _, h := range http.GetHeaderMap().GetHeaders() {
@@ -55,6 +56,7 @@ func newRequest(req *authv3.CheckRequest) (*request, error) {
 			r.headers[k] = v
 		}
 	} else if !lowerKeys(r.headers) {
+		r.rebuilt = true
 		// Envoy always lower-cases header names; other clients may not. Normalise
 		// once so that policies and the facts never depend on a client's casing.
 		lowered := make(map[string]string, len(r.headers))
@@ -74,12 +76,17 @@ func newRequest(req *authv3.CheckRequest) (*request, error) {
 	if raw == "" {
 		raw = r.headers[":path"]
 	}
-	u, err := url.Parse(raw)
+	// Split by hand rather than with url.Parse, which reads "//admin/x" as a
+	// host and a path ("/x"): policies must see the path the upstream gets.
+	// The query is never part of an error message (it may carry a token).
+	raw, _, _ = strings.Cut(raw, "#")
+	rawPath, rawQuery, _ := strings.Cut(raw, "?")
+	path, err := url.PathUnescape(rawPath)
 	if err != nil {
 		return nil, fmt.Errorf("%w: path: %v", errBadRequest, err)
 	}
-	r.path = u.Path
-	r.query = u.Query()
+	r.path = path
+	r.query, _ = url.ParseQuery(rawQuery) // like url.URL.Query: bad pairs are dropped
 	if http.GetBody() != "" {
 		r.body = []byte(http.GetBody())
 	} else {
@@ -104,9 +111,9 @@ var versionValue = ast.MustParseTerm(`{"ext_authz": "v3", "encoding": "protojson
 
 // buildInput assembles the policy input: OPA-Envoy's document, unchanged, plus
 // Gatehouse's facts (client IP, token result).
-func buildInput(r *request, ip clientip.Result, tok *jwt.Result, parseBody bool) (ast.Value, error) {
+func buildInput(r *request, ip clientip.Result, tok *jwt.Result, maxParseBody int) (ast.Value, error) {
 	attrs := messageValue(r.check.GetAttributes().ProtoReflect()).(ast.Object)
-	if http := r.check.GetAttributes().GetRequest().GetHttp(); len(http.GetHeaders()) > 0 && !lowerKeys(http.GetHeaders()) {
+	if r.rebuilt {
 		replaceHeaders(attrs, r.headers)
 	}
 	in := ast.NewObject(
@@ -117,7 +124,9 @@ func buildInput(r *request, ip clientip.Result, tok *jwt.Result, parseBody bool)
 	)
 	truncated := r.truncated()
 	in.Insert(ast.InternedTerm("truncated_body"), ast.InternedTerm(truncated))
-	if parseBody && len(r.body) > 0 && !truncated {
+	// Parsing costs many times the body's size in memory: bodies over the
+	// limit are left unparsed (parsed_body absent), like a truncated one.
+	if len(r.body) > 0 && len(r.body) <= maxParseBody && !truncated {
 		body, err := parseBodyValue(r.headers["content-type"], r.body)
 		if err != nil {
 			return nil, err
@@ -149,11 +158,8 @@ func buildInput(r *request, ip clientip.Result, tok *jwt.Result, parseBody bool)
 }
 
 func replaceHeaders(attrs ast.Object, headers map[string]string) {
-	req, _ := attrs.Get(ast.StringTerm("request")).Value.(ast.Object)
-	if req == nil {
-		return
-	}
-	http, _ := req.Get(ast.StringTerm("http")).Value.(ast.Object)
+	req := objectAt(attrs, "request")
+	http := objectAt(req, "http")
 	if http == nil {
 		return
 	}
@@ -162,6 +168,18 @@ func replaceHeaders(attrs ast.Object, headers map[string]string) {
 		obj.Insert(ast.StringTerm(k), ast.StringTerm(v))
 	}
 	http.Insert(ast.StringTerm("headers"), ast.NewTerm(obj))
+}
+
+func objectAt(obj ast.Object, key string) ast.Object {
+	if obj == nil {
+		return nil
+	}
+	t := obj.Get(ast.StringTerm(key))
+	if t == nil {
+		return nil
+	}
+	o, _ := t.Value.(ast.Object)
+	return o
 }
 
 // parsedPath follows OPA-Envoy: the decoded path with its leading slashes
@@ -200,49 +218,87 @@ func (r *request) truncated() bool {
 	return false
 }
 
-// parseBodyValue parses JSON, URL-encoded forms and multipart forms, as
-// OPA-Envoy does; other content types have no parsed_body. A body that claims
-// one of these types but does not parse is a 400.
+// parseBodyValue parses JSON, URL-encoded forms and multipart forms, matching
+// the content type as OPA-Envoy does (by substring, so parameters and odd
+// spellings still parse); other content types have no parsed_body. A body
+// that claims one of these types but does not parse is a 400.
 func parseBodyValue(contentType string, body []byte) (ast.Value, error) {
-	mediaType, params, err := mime.ParseMediaType(contentType)
-	if err != nil {
-		return nil, nil // no or unreadable content type: leave the body unparsed
-	}
 	switch {
-	case mediaType == "application/json" || strings.HasSuffix(mediaType, "+json"):
-		dec := json.NewDecoder(bytes.NewReader(body))
-		dec.UseNumber()
-		var x any
-		if err := dec.Decode(&x); err != nil {
+	case strings.Contains(contentType, "application/json"):
+		v, err := jsonValue(body)
+		if err != nil {
 			return nil, fmt.Errorf("%w: body is not valid JSON: %v", errBadRequest, err)
 		}
-		if dec.More() {
-			return nil, fmt.Errorf("%w: body has data after the JSON value", errBadRequest)
-		}
-		v, err := ast.InterfaceToValue(x)
-		if err != nil {
-			return nil, fmt.Errorf("%w: body: %v", errBadRequest, err)
-		}
 		return v, nil
-	case mediaType == "application/x-www-form-urlencoded":
+	case strings.Contains(contentType, "application/x-www-form-urlencoded"):
 		vals, err := url.ParseQuery(string(body))
 		if err != nil {
 			return nil, fmt.Errorf("%w: form body: %v", errBadRequest, err)
 		}
 		return stringsMap(vals), nil
-	case mediaType == "multipart/form-data":
-		boundary := params["boundary"]
-		if boundary == "" {
-			return nil, fmt.Errorf("%w: multipart body without a boundary", errBadRequest)
+	case strings.Contains(contentType, "multipart/form-data"):
+		return multipartValue(contentType, body)
+	}
+	return nil, nil
+}
+
+func jsonValue(b []byte) (ast.Value, error) {
+	dec := json.NewDecoder(bytes.NewReader(b))
+	dec.UseNumber()
+	var x any
+	if err := dec.Decode(&x); err != nil {
+		return nil, err
+	}
+	if dec.More() {
+		return nil, errors.New("data after the JSON value")
+	}
+	return ast.InterfaceToValue(x)
+}
+
+// multipartValue maps each named part to the list of its values, as
+// OPA-Envoy does: a part whose content type is JSON is parsed, any other
+// (file parts included) is a string.
+func multipartValue(contentType string, body []byte) (ast.Value, error) {
+	_, params, err := mime.ParseMediaType(contentType)
+	if err != nil || params["boundary"] == "" {
+		return nil, fmt.Errorf("%w: multipart body without a boundary", errBadRequest)
+	}
+	mr := multipart.NewReader(bytes.NewReader(body), params["boundary"])
+	values := map[string][]*ast.Term{}
+	var names []string
+	for {
+		part, err := mr.NextPart()
+		if errors.Is(err, io.EOF) {
+			break
 		}
-		form, err := multipart.NewReader(bytes.NewReader(body), boundary).ReadForm(maxMultipartMemory)
 		if err != nil {
 			return nil, fmt.Errorf("%w: multipart body: %v", errBadRequest, err)
 		}
-		defer form.RemoveAll()
-		return stringsMap(form.Value), nil
+		name := part.FormName()
+		if name == "" {
+			continue
+		}
+		// The whole body is already in memory and bounded by the parse limit.
+		content, err := io.ReadAll(part)
+		if err != nil {
+			return nil, fmt.Errorf("%w: multipart body: %v", errBadRequest, err)
+		}
+		var v ast.Value = ast.String(content)
+		if strings.Contains(part.Header.Get("Content-Type"), "application/json") {
+			if v, err = jsonValue(content); err != nil {
+				return nil, fmt.Errorf("%w: multipart part %q is not valid JSON: %v", errBadRequest, name, err)
+			}
+		}
+		if _, seen := values[name]; !seen {
+			names = append(names, name)
+		}
+		values[name] = append(values[name], ast.NewTerm(v))
 	}
-	return nil, nil
+	obj := ast.NewObject()
+	for _, name := range names {
+		obj.Insert(ast.StringTerm(name), ast.ArrayTerm(values[name]...))
+	}
+	return obj, nil
 }
 
 // tokenValue is input.jwt: {valid, provider, claims, error}.

@@ -96,7 +96,7 @@ func mustInput(t *testing.T, req *authv3.CheckRequest, ip clientip.Result, tok *
 	if err != nil {
 		t.Fatal(err)
 	}
-	in, err := buildInput(r, ip, tok, true)
+	in, err := buildInput(r, ip, tok, DefaultMaxParseBodyBytes)
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -131,6 +131,21 @@ func TestBuildInput(t *testing.T) {
 			},
 		},
 		{
+			name: "double slash is a path, not a host",
+			req:  httpReq("//admin/secret?x=%zz&y=1#frag", nil, ""),
+			want: map[string]string{"parsed_path": `["admin", "secret"]`, "parsed_query": `{"y": ["1"]}`},
+		},
+		{
+			name: "encoded slash decoded",
+			req:  httpReq("/a%2Fb/c", nil, ""),
+			want: map[string]string{"parsed_path": `["a", "b", "c"]`},
+		},
+		{
+			name: "body over the parse limit is left unparsed",
+			req:  httpReq("/", map[string]string{"content-type": "application/json"}, `["`+strings.Repeat("x", DefaultMaxParseBodyBytes)+`"]`),
+			want: map[string]string{"parsed_body": `<absent>`, "truncated_body": `false`},
+		},
+		{
 			name: "root path",
 			req:  httpReq("/", nil, ""),
 			want: map[string]string{"parsed_path": `[""]`, "parsed_query": `{}`},
@@ -151,11 +166,6 @@ func TestBuildInput(t *testing.T) {
 			want: map[string]string{"parsed_body": `{"a": [1, 2.5], "b": null}`, "attributes.request.http.body": `"{\"a\": [1, 2.5], \"b\": null}"`},
 		},
 		{
-			name: "problem+json body",
-			req:  httpReq("/", map[string]string{"content-type": "application/problem+json"}, `{"x": true}`),
-			want: map[string]string{"parsed_body": `{"x": true}`},
-		},
-		{
 			name: "form body",
 			req:  httpReq("/", map[string]string{"content-type": "application/x-www-form-urlencoded"}, "a=1&a=2&b=x%20y"),
 			want: map[string]string{"parsed_body": `{"a": ["1", "2"], "b": ["x y"]}`},
@@ -165,6 +175,19 @@ func TestBuildInput(t *testing.T) {
 			req: httpReq("/", map[string]string{"content-type": "multipart/form-data; boundary=XYZ"},
 				"--XYZ\r\nContent-Disposition: form-data; name=\"field\"\r\n\r\nvalue\r\n--XYZ--\r\n"),
 			want: map[string]string{"parsed_body": `{"field": ["value"]}`},
+		},
+		{
+			name: "multipart with a file and a json part",
+			req: httpReq("/", map[string]string{"content-type": "multipart/form-data; boundary=XYZ"},
+				"--XYZ\r\nContent-Disposition: form-data; name=\"meta\"\r\nContent-Type: application/json\r\n\r\n{\"role\": \"admin\"}\r\n"+
+					"--XYZ\r\nContent-Disposition: form-data; name=\"file\"; filename=\"a.txt\"\r\nContent-Type: text/plain\r\n\r\nhello\r\n"+
+					"--XYZ\r\nContent-Disposition: form-data; name=\"meta\"\r\n\r\nsecond\r\n--XYZ--\r\n"),
+			want: map[string]string{"parsed_body": `{"meta": [{"role": "admin"}, "second"], "file": ["hello"]}`},
+		},
+		{
+			name: "json content type with odd parameters still parses",
+			req:  httpReq("/", map[string]string{"content-type": `application/json;charset="utf-8`}, `{"admin": true}`),
+			want: map[string]string{"parsed_body": `{"admin": true}`},
 		},
 		{
 			name: "text body is not parsed",
@@ -191,7 +214,10 @@ func TestBuildInput(t *testing.T) {
 			name: "header_map when headers are encoded raw",
 			req: &authv3.CheckRequest{Attributes: &authv3.AttributeContext{Request: &authv3.AttributeContext_Request{Http: &authv3.AttributeContext_HttpRequest{
 				Path: "/", HeaderMap: &corev3.HeaderMap{Headers: []*corev3.HeaderValue{{Key: "x-a", RawValue: []byte("1")}, {Key: "x-a", Value: "2"}}}}}}},
-			want: map[string]string{"attributes.request.http.headerMap.headers": `[{"key": "x-a", "rawValue": "MQ=="}, {"key": "x-a", "value": "2"}]`},
+			want: map[string]string{
+				"attributes.request.http.headerMap.headers": `[{"key": "x-a", "rawValue": "MQ=="}, {"key": "x-a", "value": "2"}]`,
+				"attributes.request.http.headers":           `{"x-a": "1,2"}`,
+			},
 		},
 		{
 			name: "source principal and client ip facts",
@@ -254,7 +280,7 @@ func TestBuildInputBadRequests(t *testing.T) {
 		t.Run(tc.name, func(t *testing.T) {
 			r, err := newRequest(tc.req)
 			if err == nil {
-				_, err = buildInput(r, clientip.Result{}, nil, true)
+				_, err = buildInput(r, clientip.Result{}, nil, DefaultMaxParseBodyBytes)
 			}
 			if !errors.Is(err, errBadRequest) {
 				t.Fatalf("want errBadRequest, got %v", err)
@@ -278,7 +304,7 @@ func BenchmarkBuildInput(b *testing.B) {
 		if err != nil {
 			b.Fatal(err)
 		}
-		if _, err := buildInput(r, clientip.Result{Source: "peer"}, nil, true); err != nil {
+		if _, err := buildInput(r, clientip.Result{Source: "peer"}, nil, DefaultMaxParseBodyBytes); err != nil {
 			b.Fatal(err)
 		}
 	}

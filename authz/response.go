@@ -43,6 +43,11 @@ func (s *Server) allow(dec policy.Decision, tok *jwt.Result) *authv3.CheckRespon
 				Append: wrapperspb.Bool(false),
 			})
 		}
+	}
+	if tok != nil {
+		// forward_token: false strips the token whether or not it was valid:
+		// a policy may let an invalid one through (bypass, public paths), and
+		// the upstream must not see it either way.
 		ok.HeadersToRemove = append(ok.HeadersToRemove, tok.RemoveHeaders...)
 		ok.QueryParametersToRemove = append(ok.QueryParametersToRemove, tok.RemoveParams...)
 	}
@@ -64,9 +69,10 @@ func (s *Server) denied(dec policy.Decision) *authv3.CheckResponse {
 	if status == 0 {
 		status = 403
 	}
-	if _, known := typev3.StatusCode_name[int32(status)]; !known || status < 400 {
-		// Envoy only accepts the status codes its enum defines; a policy that
-		// asks for another one still denies, with the fail status.
+	if _, known := typev3.StatusCode_name[int32(status)]; !known || status < 300 {
+		// Envoy only accepts the status codes its enum defines, and a 2xx
+		// denial would look like success; a policy that asks for one still
+		// denies, with the fail status. 3xx (login redirects) is fine.
 		s.opts.Logger.Warn("policy returned an http_status Envoy cannot send; using policy.fail_status", "http_status", status)
 		status = s.opts.FailStatus
 	}

@@ -22,6 +22,10 @@ import (
 	"github.com/gatehouse-dev/gatehouse/policy"
 )
 
+// DefaultMaxParseBodyBytes bounds the bodies parsed into parsed_body: a JSON
+// body costs tens of times its size in memory once parsed.
+const DefaultMaxParseBodyBytes = 256 << 10
+
 // Reasons Gatehouse itself gives, beside the ones policies return.
 const (
 	// ReasonBadRequest: the path or body could not be parsed (400).
@@ -59,8 +63,10 @@ type Options struct {
 	FailStatus int
 	// DryRun evaluates and logs, but always allows.
 	DryRun bool
-	// ParseBody fills parsed_body for JSON, form and multipart bodies.
-	ParseBody bool
+	// ParseBody fills parsed_body for JSON, form and multipart bodies of at
+	// most MaxParseBodyBytes (default DefaultMaxParseBodyBytes).
+	ParseBody         bool
+	MaxParseBodyBytes int
 	// DecisionLog receives one record per decision; nil disables it.
 	DecisionLog *slog.Logger
 	// Logger receives operational messages; nil discards them.
@@ -83,6 +89,12 @@ func New(opts Options) (*Server, error) {
 	}
 	if opts.FailStatus == 0 {
 		opts.FailStatus = 403
+	}
+	if opts.MaxParseBodyBytes == 0 {
+		opts.MaxParseBodyBytes = DefaultMaxParseBodyBytes
+	}
+	if !opts.ParseBody {
+		opts.MaxParseBodyBytes = 0
 	}
 	if opts.ClientIP == nil {
 		r, err := clientip.New(config.ClientIP{Source: clientip.SourcePeer})
@@ -134,7 +146,7 @@ func (s *Server) Check(ctx context.Context, req *authv3.CheckRequest) (resp *aut
 		// Dry run: the decision is logged (policy_allowed: false), the request
 		// goes through. Client copies of identity headers are still stripped.
 		out.dryRunDenied = true
-		resp = s.allow(policy.Decision{Allowed: true}, nil)
+		resp = s.allow(policy.Decision{Allowed: true}, out.token)
 	}
 	return resp, nil
 }
@@ -152,7 +164,7 @@ func (s *Server) decide(ctx context.Context, req *authv3.CheckRequest, out *outc
 	if s.opts.Tokens != nil {
 		out.token = s.opts.Tokens.Verify(ctx, jwt.Request{Headers: r.headers, Query: r.query})
 	}
-	input, err := buildInput(r, out.ip, out.token, s.opts.ParseBody)
+	input, err := buildInput(r, out.ip, out.token, s.opts.MaxParseBodyBytes)
 	if err != nil {
 		out.err, out.reason = err, ReasonBadRequest
 		if !errors.Is(err, errBadRequest) {

@@ -237,7 +237,7 @@ func TestFailClosed(t *testing.T) {
 		{"wrong result type", "package envoy.authz\n\nallow := \"yes\"\n", policy.ReasonBadResult},
 		{"allowed not a bool", "package envoy.authz\n\nallow := {\"allowed\": 1}\n", policy.ReasonBadResult},
 		{"bad header type", "package envoy.authz\n\nallow := {\"allowed\": true, \"headers\": {\"x\": 1}}\n", policy.ReasonBadResult},
-		{"runtime error", "package envoy.authz\n\nallow := x if { x := 1 / count(input.parsed_path[0]) > 0 }\n", policy.ReasonError},
+		{"runtime error", "package envoy.authz\n\nallow := x if { x := 1 / count(input.parsed_path[0]) > 0 }\n", policy.ReasonUndefined},
 		{"conflicting outputs", "package envoy.authz\n\nallow := true if input.parsed_path\nallow := false if input.version\n", policy.ReasonError},
 	}
 	for _, tc := range cases {

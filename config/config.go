@@ -52,6 +52,11 @@ type Policy struct {
 	Watch *bool `yaml:"watch"`
 	// ParseBody enables parsed_body for JSON, form and multipart bodies. Default true.
 	ParseBody *bool `yaml:"parse_body"`
+	// MaxParseBodyBytes: larger bodies are left unparsed. Default 262144.
+	MaxParseBodyBytes int `yaml:"max_parse_body_bytes"`
+	// StrictBuiltinErrors turns a Rego built-in function's error into a failed
+	// evaluation (a denial with policy_error). Default false, as in OPA.
+	StrictBuiltinErrors bool `yaml:"strict_builtin_errors"`
 }
 
 // JWT configures token verification.

@@ -27,6 +27,9 @@ const (
 	DefaultMaxRecvMsgBytes = 4 << 20
 	DefaultShutdownGrace   = 15 * time.Second
 	DefaultFailStatus      = 403
+	// DefaultMaxParseBodyBytes bounds parsed_body: parsing costs tens of
+	// times a body's size in memory.
+	DefaultMaxParseBodyBytes = 256 << 10
 )
 
 // Default returns the configuration used when no file is given.
@@ -63,6 +66,9 @@ func (c *Config) applyDefaults() {
 	}
 	if c.Policy.ParseBody == nil {
 		c.Policy.ParseBody = ptr(true)
+	}
+	if c.Policy.MaxParseBodyBytes == 0 {
+		c.Policy.MaxParseBodyBytes = DefaultMaxParseBodyBytes
 	}
 	if c.ClientIP.Source == "" {
 		c.ClientIP.Source = "peer"
@@ -272,6 +278,9 @@ func (c *Config) Validate() error {
 	}
 	if c.Policy.RegoVersion != "v0" && c.Policy.RegoVersion != "v1" {
 		return fmt.Errorf("policy.rego_version: %q is not v0 or v1; use v1 (OPA 1.x syntax, the default) or v0 for policies written before OPA 1.0", c.Policy.RegoVersion)
+	}
+	if c.Policy.MaxParseBodyBytes < 0 {
+		return fmt.Errorf("policy.max_parse_body_bytes: must not be negative (default %d)", DefaultMaxParseBodyBytes)
 	}
 	if c.Policy.FailStatus < 400 || c.Policy.FailStatus > 599 {
 		return fmt.Errorf("policy.fail_status: %d is not an HTTP error status; use a code from 400 to 599 (default 403)", c.Policy.FailStatus)

@@ -8,12 +8,15 @@ import (
 )
 
 func TestCIDRContains(t *testing.T) {
+	// Strict built-in errors, so a bad list is an evaluation error rather
+	// than an undefined decision (both deny; TestEvalFailures covers the
+	// default).
 	arrays, _ := newTestEngine(t, map[string]string{
 		"policy.rego": "package envoy.authz\n\nallow := gatehouse.cidr_contains(input.cidrs, input.ip)\n",
-	}, Options{})
+	}, Options{StrictBuiltinErrors: true})
 	sets, _ := newTestEngine(t, map[string]string{
 		"policy.rego": "package envoy.authz\n\nallow := gatehouse.cidr_contains({c | some c in input.cidrs}, input.ip)\n",
-	}, Options{})
+	}, Options{StrictBuiltinErrors: true})
 	v4v6 := []any{"10.0.0.0/8", "192.0.2.7", "2001:db8::/32"}
 	tests := []struct {
 		name   string

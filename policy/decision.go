@@ -187,9 +187,22 @@ func wrongType(key, want string, got ast.Value) error {
 // OPA-Envoy accepts for headers and query parameters. Names are sorted so the
 // response is the same on every evaluation; list items keep their order.
 func headerMap(key string, v ast.Value) ([]Header, error) {
+	if arr, ok := v.(*ast.Array); ok {
+		// OPA-Envoy also takes a list of such objects, applied in order (a
+		// way to repeat a header name).
+		var out []Header
+		for i := range arr.Len() {
+			hs, err := headerMap(fmt.Sprintf("%s[%d]", key, i), arr.Elem(i).Value)
+			if err != nil {
+				return nil, err
+			}
+			out = append(out, hs...)
+		}
+		return out, nil
+	}
 	obj, ok := v.(ast.Object)
 	if !ok {
-		return nil, wrongType(key, "an object", v)
+		return nil, wrongType(key, "an object or a list of objects", v)
 	}
 	var out []Header
 	var err error

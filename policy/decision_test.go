@@ -3,6 +3,7 @@ package policy
 import (
 	"context"
 	"reflect"
+	"strings"
 	"testing"
 )
 
@@ -51,6 +52,11 @@ func TestResultMapping(t *testing.T) {
 		},
 		{name: "minimal object", rule: `{"allowed": true}`, want: Decision{Allowed: true}},
 		{name: "empty header list", rule: `{"allowed": true, "headers": {"x": []}}`, want: Decision{Allowed: true}},
+		{
+			name: "headers as a list of objects", rule: `{"allowed": true, "headers": [{"x-b": "1", "x-a": "2"}, {"x-b": "3"}]}`,
+			want: Decision{Allowed: true, Headers: []Header{{"x-a", "2"}, {"x-b", "1"}, {"x-b", "3"}}},
+		},
+		{name: "headers list with a string", rule: `{"allowed": true, "headers": [{"x": "1"}, "y"]}`, reason: ReasonBadResult, errKeys: []string{"headers[1]"}},
 		{name: "status bounds", rule: `{"allowed": false, "http_status": 599}`, want: Decision{HTTPStatus: 599}},
 
 		{name: "decision is a string", rule: `"allow"`, reason: ReasonBadResult, errKeys: []string{"boolean or an object", "string"}},
@@ -104,27 +110,60 @@ func TestEvalFailures(t *testing.T) {
 	tests := []struct {
 		name   string
 		policy string
+		strict bool
 		reason string
 	}{
 		{name: "undefined", policy: "package envoy.authz\n\nallow if input.nope\n", reason: ReasonUndefined},
 		{name: "no such package", policy: "package other\n\nallow := true\n", reason: ReasonUndefined},
-		{name: "division by zero", policy: "package envoy.authz\n\nallow if 1 / input.zero > 0\n", reason: ReasonError},
+		{name: "division by zero, strict", policy: "package envoy.authz\n\nallow if 1 / input.zero > 0\n", strict: true, reason: ReasonError},
+		// As in OPA: without strict mode a built-in error leaves the rule undefined.
+		{name: "division by zero", policy: "package envoy.authz\n\nallow if 1 / input.zero > 0\n", reason: ReasonUndefined},
+		{name: "builtin error", policy: "package envoy.authz\n\nallow if to_number(\"x\") > 1\n", reason: ReasonUndefined},
 		{
 			name:   "conflicting outputs",
 			policy: "package envoy.authz\n\nallow := true if input.a\n\nallow := false if input.b\n",
 			reason: ReasonError,
 		},
-		{name: "builtin error", policy: "package envoy.authz\n\nallow if to_number(\"x\") > 1\n", reason: ReasonError},
+		{name: "builtin error, strict", policy: "package envoy.authz\n\nallow if to_number(\"x\") > 1\n", strict: true, reason: ReasonError},
 	}
 	for _, tc := range tests {
 		t.Run(tc.name, func(t *testing.T) {
-			e, _ := newTestEngine(t, map[string]string{"policy.rego": tc.policy}, Options{})
+			e, _ := newTestEngine(t, map[string]string{"policy.rego": tc.policy}, Options{StrictBuiltinErrors: tc.strict})
 			got, err := e.Eval(context.Background(), mustInput(t, `{"a": true, "b": true, "zero": 0}`))
 			if reason := evalReason(t, err); reason != tc.reason {
 				t.Fatalf("reason = %q (err %v), want %q", reason, err, tc.reason)
 			}
 			if got.Allowed {
 				t.Error("a failed evaluation must not allow")
+			}
+		})
+	}
+}
+
+func TestParseDecisionPath(t *testing.T) {
+	tests := []struct{ in, want, err string }{
+		{in: "envoy/authz/allow", want: "data.envoy.authz.allow"},
+		{in: "envoy.authz.allow", want: "data.envoy.authz.allow"},
+		{in: "/envoy/authz/allow", want: "data.envoy.authz.allow"},
+		{in: "data.envoy.authz.allow", want: "data.envoy.authz.allow"},
+		{in: "data/envoy/authz/allow", want: "data.envoy.authz.allow"},
+		{in: "database/allow", want: "data.database.allow"},
+		{in: "dataplane.authz.allow", want: "data.dataplane.authz.allow"},
+		{in: "", want: "data.envoy.authz.allow"},
+		{in: "data", err: "whole data document"},
+		{in: "envoy//allow", err: "empty path segment"},
+	}
+	for _, tc := range tests {
+		t.Run(tc.in, func(t *testing.T) {
+			ref, err := parseDecisionPath(tc.in)
+			if tc.err != "" {
+				if err == nil || !strings.Contains(err.Error(), tc.err) {
+					t.Fatalf("err = %v, want %q", err, tc.err)
+				}
+				return
+			}
+			if err != nil || ref.String() != tc.want {
+				t.Fatalf("got %v, %v; want %s", ref, err, tc.want)
 			}
 		})
 	}

@@ -43,6 +43,11 @@ type Options struct {
 	Config map[string]any
 	// Logger receives reload outcomes and warnings; nil discards them.
 	Logger *slog.Logger
+	// StrictBuiltinErrors makes a built-in function's error (a bad regex, a
+	// malformed token given to io.jwt.decode) fail the whole evaluation, a
+	// denial with ReasonError. Off by default, as in OPA and OPA-Envoy, where
+	// such an error only makes its expression undefined.
+	StrictBuiltinErrors bool
 }
 
 // Engine evaluates the current revision of a policy. It is safe for
@@ -53,6 +58,7 @@ type Engine struct {
 	version  ast.RegoVersion
 	config   map[string]any
 	logger   *slog.Logger
+	strict   bool
 
 	reloadMu sync.Mutex // serializes builds; Eval does not take it
 	current  atomic.Pointer[revision]
@@ -86,6 +92,7 @@ func New(ctx context.Context, opts Options) (*Engine, error) {
 		version:  version,
 		config:   opts.Config,
 		logger:   logger,
+		strict:   opts.StrictBuiltinErrors,
 	}
 	rev, _, err := e.build(ctx, "")
 	if err != nil {
@@ -187,9 +194,10 @@ func (e *Engine) build(ctx context.Context, current string) (rev *revision, chan
 		rego.Compiler(compiler),
 		rego.Store(store),
 		cidrs.option(),
-		// Strict: a built-in error fails the evaluation (ReasonError, deny)
-		// instead of quietly making a rule undefined.
-		rego.StrictBuiltinErrors(true),
+		// As in OPA and OPA-Envoy, a built-in error makes its expression
+		// undefined unless strict mode is on; then it fails the evaluation
+		// (ReasonError, deny).
+		rego.StrictBuiltinErrors(e.strict),
 		// Keep the result as an AST value; parseResult reads it directly.
 		rego.GenerateJSON(func(t *ast.Term, _ *rego.EvalContext) (any, error) { return t.Value, nil }),
 	}
@@ -269,7 +277,10 @@ func parseDecisionPath(s string) (ast.Ref, error) {
 		sep = "/"
 	}
 	p = strings.Trim(p, sep)
-	p = strings.TrimPrefix(strings.TrimPrefix(p, "data"+sep), "data")
+	if p == "data" {
+		return nil, fmt.Errorf("decision %q: names the whole data document; name a rule such as envoy/authz/allow", s)
+	}
+	p = strings.TrimPrefix(p, "data"+sep)
 	if p == "" {
 		return nil, fmt.Errorf("decision %q: empty path", s)
 	}

@@ -272,9 +272,13 @@ func (v *Verifier) Stats() Stats {
 // when no token was presented, including a token found only in a location
 // that the provider of its issuer does not read.
 //
-// Only the first presented token is verified: a request carrying tokens in
-// several locations costs one signature verification, not one per location.
+// A request carries at most one token: two different tokens, in one location
+// or in several, are malformed. Otherwise a forged token in one location
+// could ride along, unverified, to an upstream that reads it, beside a valid
+// one in another. The same token in several locations is one token.
 func (v *Verifier) Verify(ctx context.Context, req Request) *Result {
+	var token string
+	var locs []*location
 	for _, loc := range v.locations {
 		raw, ambiguous, found := loc.extract(req)
 		if !found {
@@ -283,7 +287,14 @@ func (v *Verifier) Verify(ctx context.Context, req Request) *Result {
 		if ambiguous {
 			return &Result{Error: ErrMalformed, Detail: "more than one token in " + loc.describe()}
 		}
-		if res := v.verifyAt(ctx, loc, raw); res != nil {
+		if len(locs) > 0 && raw != token {
+			return &Result{Error: ErrMalformed, Detail: "different tokens in " + locs[0].describe() + " and " + loc.describe()}
+		}
+		token = raw
+		locs = append(locs, loc)
+	}
+	for _, loc := range locs {
+		if res := v.verifyAt(ctx, loc, token); res != nil {
 			return res
 		}
 	}

@@ -215,3 +215,42 @@ func TestZeroProviders(t *testing.T) {
 		t.Fatalf("IdentityHeaders = %v", h)
 	}
 }
+
+// TestOneTokenPerRequest: a second, different token in another location makes
+// the request malformed, so a forged token cannot ride along unverified next
+// to a valid one; the same token in two locations is fine.
+func TestOneTokenPerRequest(t *testing.T) {
+	f := newHostileFixture(t)
+	now := time.Now()
+	corp := sign(t, f.rsa, claimsFor(corpIssuer, "api", now), nil)
+	web := sign(t, f.rsa, claimsFor(webIssuer, "anything", now), nil)
+	forgedWeb := sign(t, f.other, claimsFor(webIssuer, "anything", now), nil)
+	cases := []struct {
+		name string
+		req  Request
+		want string
+	}{
+		{"valid corp header plus forged web param", Request{
+			Headers: map[string]string{"authorization": "Bearer " + corp},
+			Query:   map[string][]string{"access_token": {forgedWeb}},
+		}, ErrMalformed},
+		{"forged header plus valid web cookie", Request{
+			Headers: map[string]string{"authorization": "Bearer " + forgedWeb, "cookie": "session=" + web},
+		}, ErrMalformed},
+		{"same web token in param and cookie", Request{
+			Headers: map[string]string{"cookie": "session=" + web},
+			Query:   map[string][]string{"access_token": {web}},
+		}, ""},
+	}
+	for _, tc := range cases {
+		t.Run(tc.name, func(t *testing.T) {
+			res := f.v.Verify(context.Background(), tc.req)
+			if res == nil {
+				t.Fatal("no result")
+			}
+			if tc.want == "" && !res.Valid || res.Error != tc.want {
+				t.Fatalf("got valid=%v error=%q (%s), want error %q", res.Valid, res.Error, res.Detail, tc.want)
+			}
+		})
+	}
+}

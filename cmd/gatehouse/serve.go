@@ -52,6 +52,8 @@ func build(ctx context.Context, cfg *config.Config, file string, logger *slog.Lo
 		RegoVersion: cfg.Policy.RegoVersion,
 		Config:      cfg.PolicyData(),
 		Logger:      logger.With("component", "policy"),
+
+		StrictBuiltinErrors: cfg.Policy.StrictBuiltinErrors,
 	})
 	if err != nil {
 		return nil, &configError{file, err}
@@ -70,7 +72,9 @@ func build(ctx context.Context, cfg *config.Config, file string, logger *slog.Lo
 		FailStatus: cfg.Policy.FailStatus,
 		DryRun:     cfg.Policy.DryRun,
 		ParseBody:  *cfg.Policy.ParseBody,
-		Logger:     logger.With("component", "authz"),
+
+		MaxParseBodyBytes: cfg.Policy.MaxParseBodyBytes,
+		Logger:            logger.With("component", "authz"),
 	}
 	if len(cfg.JWT.Providers) > 0 {
 		opts.Tokens = tokens
