@@ -129,9 +129,9 @@ func TestCheckAllowedSendsEnvoyShapedRequest(t *testing.T) {
 	for _, want := range []string{
 		"ALLOWED\n",
 		"grpc status:    OK\n",
-		"headers to add (upstream request):\n  x-user: alice  [append=false append_action=APPEND_IF_EXISTS_OR_ADD]\n",
+		"headers to add (upstream request):\n  x-user: alice  [append=false]\n",
 		"headers to remove (upstream request):\n  x-user-id\n",
-		"response headers to add (client response):\n  x-decision: allow  [append=unset append_action=OVERWRITE_IF_EXISTS_OR_ADD]\n",
+		"response headers to add (client response):\n  x-decision: allow  [append_action=OVERWRITE_IF_EXISTS_OR_ADD]\n",
 		"query parameters to set:\n  tenant=acme\n",
 		"query parameters to remove:\n  debug\n",
 		`"user": "alice"`,
@@ -205,7 +205,7 @@ func TestCheckDenied(t *testing.T) {
 		"DENIED\n",
 		"grpc status:    UNAUTHENTICATED: token missing\n",
 		"http status:    401 Unauthorized\n",
-		"headers (sent to the client):\n  www-authenticate: Bearer realm=\"test\"  [append=false append_action=APPEND_IF_EXISTS_OR_ADD]\n",
+		"headers (sent to the client):\n  www-authenticate: Bearer realm=\"test\"  [append=false]\n",
 		"body:\n  no token\n",
 		`"reason": "token_missing"`,
 	} {

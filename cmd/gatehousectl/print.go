@@ -249,12 +249,11 @@ func writeResultText(w io.Writer, r result) error {
 func writeHeaderOptions(b *strings.Builder, hs []headerOption) {
 	for _, h := range hs {
 		var flags []string
+		// Envoy reads the deprecated append field when it is set and ignores
+		// append_action then; show append_action only when it decides.
 		if h.Append != nil {
 			flags = append(flags, fmt.Sprintf("append=%t", *h.Append))
 		} else if h.AppendAction != "" {
-			flags = append(flags, "append=unset")
-		}
-		if h.AppendAction != "" {
 			flags = append(flags, "append_action="+h.AppendAction)
 		}
 		if h.KeepEmptyValue {

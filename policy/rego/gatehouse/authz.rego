@@ -74,6 +74,8 @@ _error_word(401) := "unauthorized"
 
 _error_word(403) := "forbidden"
 
+_error_word(status) := "denied" if not status in {401, 403}
+
 _fallback_field := {"client_ip_fallback": input.client_ip_fallback} if {
 	is_string(input.client_ip_fallback)
 	input.client_ip_fallback != ""

@@ -48,11 +48,13 @@ path_has_prefix(path, prefix) if {
 	startswith(path, concat("", [prefix, "/"]))
 }
 
-# path_ambiguous(path) holds for a path an upstream may read as another path:
-# dot segments (also percent-encoded, also "..;"), doubled slashes, backslashes.
-# Such a path never gets the trusted-IP bypass and is subject to every scoped
-# rule of its host, so it cannot dodge rules by pretending to be elsewhere.
-path_ambiguous(path) if regex.match(`(?i)(^|/|\\|%2f|%5c)(\.|%2e)(\.|%2e)?($|/|\\|;|%2f|%5c)|//|\\|%5c`, path)
+# path_ambiguous(path) holds for a raw path an upstream may read as another
+# path: dot segments, doubled slashes, backslashes, any percent-escape (an
+# upstream may decode "%61dmin" or "%2F") and any ";" (matrix parameters that
+# some servers strip). Such a path never gets the trusted-IP bypass and is
+# subject to every scoped rule of its host, so it cannot dodge a rule by
+# pretending to be elsewhere.
+path_ambiguous(path) if regex.match(`(^|/)\.\.?($|/)|//|\\|%|;`, path)
 
 request_path_ambiguous if path_ambiguous(request_path)
 
@@ -164,9 +166,11 @@ _host_matches(h) if {
 
 _prefix_matches("")
 
+# Scoped rules compare paths case-insensitively: an upstream that ignores case
+# serves /ADMIN as /admin, so /ADMIN gets /admin's rules (the stricter reading).
 _prefix_matches(p) if {
 	p != ""
-	path_has_prefix(request_path, p)
+	path_has_prefix(lower(request_path), lower(p))
 }
 
 _prefix_matches(p) if {
