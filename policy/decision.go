@@ -294,25 +294,9 @@ func structValue(key string, v ast.Value) (any, error) {
 		}
 		return f, nil
 	case *ast.Array:
-		out := make([]any, 0, x.Len())
-		var err error
-		x.Until(func(t *ast.Term) bool {
-			var item any
-			item, err = structValue(key, t.Value)
-			out = append(out, item)
-			return err != nil
-		})
-		return out, err
+		return structList(key, x)
 	case ast.Set:
-		out := make([]any, 0, x.Len())
-		var err error
-		x.Until(func(t *ast.Term) bool {
-			var item any
-			item, err = structValue(key, t.Value)
-			out = append(out, item)
-			return err != nil
-		})
-		return out, err
+		return structList(key, x)
 	case ast.Object:
 		out := make(map[string]any, x.Len())
 		var err error
@@ -329,4 +313,22 @@ func structValue(key string, v ast.Value) (any, error) {
 	default:
 		return nil, fmt.Errorf("decision key %q: %s is not a JSON value", key, ast.ValueName(v))
 	}
+}
+
+// termList is what arrays and sets share: a length and ordered iteration.
+type termList interface {
+	Len() int
+	Until(func(*ast.Term) bool) bool
+}
+
+func structList(key string, l termList) ([]any, error) {
+	out := make([]any, 0, l.Len())
+	var err error
+	l.Until(func(t *ast.Term) bool {
+		var item any
+		item, err = structValue(key, t.Value)
+		out = append(out, item)
+		return err != nil
+	})
+	return out, err
 }

@@ -183,12 +183,7 @@ func (a *app) check(ctx context.Context, args []string) error {
 		return err
 	}
 	r := resultFromCheckResponse(resp)
-	if o.jsonOutput {
-		err = writeResultJSON(a.stdout, r)
-	} else {
-		err = writeResultText(a.stdout, r)
-	}
-	if err != nil {
+	if err := a.writeResult(r, o.jsonOutput); err != nil {
 		return err
 	}
 	for _, note := range r.notes {

@@ -251,12 +251,7 @@ func (a *app) policyEval(ctx context.Context, o policyEvalOptions) error {
 		return err
 	}
 	r := resultFromDecision(d)
-	if o.jsonOutput {
-		err = writeResultJSON(a.stdout, r)
-	} else {
-		err = writeResultText(a.stdout, r)
-	}
-	if err != nil {
+	if err := a.writeResult(r, o.jsonOutput); err != nil {
 		return err
 	}
 	if !r.Allowed {

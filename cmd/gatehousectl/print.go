@@ -158,6 +158,14 @@ func nonNil(s []string) []string {
 }
 
 // writeResultJSON writes r as one indented JSON object and a newline.
+// writeResult prints r to stdout as JSON or as text.
+func (a *app) writeResult(r result, asJSON bool) error {
+	if asJSON {
+		return writeResultJSON(a.stdout, r)
+	}
+	return writeResultText(a.stdout, r)
+}
+
 func writeResultJSON(w io.Writer, r result) error {
 	enc := json.NewEncoder(w)
 	enc.SetIndent("", "  ")
