@@ -23,7 +23,7 @@ func benchServer(b *testing.B, cfg *config.Config, paths []string, tokens TokenV
 	if err != nil {
 		b.Fatal(err)
 	}
-	resolver, err := clientip.New(cfg.ClientIP)
+	resolver, err := clientip.New(cfg.ClientIP.Options())
 	if err != nil {
 		b.Fatal(err)
 	}

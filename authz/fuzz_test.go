@@ -28,7 +28,7 @@ func FuzzCheck(f *testing.F) {
 	if err != nil {
 		f.Fatal(err)
 	}
-	resolver, err := clientip.New(cfg.ClientIP)
+	resolver, err := clientip.New(cfg.ClientIP.Options())
 	if err != nil {
 		f.Fatal(err)
 	}
@@ -61,7 +61,7 @@ func FuzzCheck(f *testing.F) {
 // trustedPeer reports whether peer parses to an address in 10.0.0.0/8 (the
 // bypass) or 192.0.2.0/24 (the trusted proxies).
 func trustedPeer(peer string) bool {
-	r, _ := clientip.New(config.ClientIP{Source: "peer"})
+	r, _ := clientip.New(clientip.Options{Source: "peer"})
 	addr := r.Resolve(peer, nil).Addr
 	if !addr.IsValid() || !addr.Is4() {
 		return false

@@ -18,7 +18,6 @@ import (
 
 	"github.com/gatehouse-dev/gatehouse/authz/clientip"
 	"github.com/gatehouse-dev/gatehouse/authz/jwt"
-	"github.com/gatehouse-dev/gatehouse/config"
 	"github.com/gatehouse-dev/gatehouse/policy"
 )
 
@@ -97,7 +96,7 @@ func New(opts Options) (*Server, error) {
 		opts.MaxParseBodyBytes = 0
 	}
 	if opts.ClientIP == nil {
-		r, err := clientip.New(config.ClientIP{Source: clientip.SourcePeer})
+		r, err := clientip.New(clientip.Options{Source: clientip.SourcePeer})
 		if err != nil {
 			return nil, err
 		}

@@ -3,7 +3,11 @@
 // file, the key and the fix. It only parses; cmd/gatehouse wires the result.
 package config
 
-import "time"
+import (
+	"time"
+
+	"github.com/gatehouse-dev/gatehouse/authz/clientip"
+)
 
 // Config is the whole configuration file. Every key has a default, so the zero
 // file (no file at all) is a valid configuration running the embedded policy.
@@ -124,6 +128,19 @@ type ClientIP struct {
 	XFFTrustedHops int `yaml:"xff_trusted_hops"`
 	// TrustedProxies are CIDRs whose X-Forwarded-For entries may be skipped.
 	TrustedProxies []string `yaml:"trusted_proxies"`
+	// AllowAllProxies acknowledges a trusted_proxies entry covering every
+	// address (0.0.0.0/0, ::/0); without it such an entry is refused.
+	AllowAllProxies bool `yaml:"allow_all_proxies"`
+}
+
+// Options maps client_ip onto the resolver's options.
+func (c ClientIP) Options() clientip.Options {
+	return clientip.Options{
+		Source:          c.Source,
+		XFFTrustedHops:  c.XFFTrustedHops,
+		TrustedProxies:  c.TrustedProxies,
+		AllowAllProxies: c.AllowAllProxies,
+	}
 }
 
 // Bypass lets trusted client networks skip authentication.
@@ -131,6 +148,10 @@ type Bypass struct {
 	TrustedCIDRs []string `yaml:"trusted_cidrs"`
 	// Paths, when set, limits the bypass to these path prefixes.
 	Paths []string `yaml:"paths"`
+	// AllowAllAddresses acknowledges a trusted_cidrs entry covering every
+	// address (0.0.0.0/0, ::/0), which lets every client skip
+	// authentication; without it such an entry is refused.
+	AllowAllAddresses bool `yaml:"allow_all_addresses"`
 }
 
 // HeaderRules are request header checks evaluated by the default policy.

@@ -126,7 +126,10 @@ func TestParseErrors(t *testing.T) {
 		{"bad rego version", "policy:\n  rego_version: v2\n", []string{"policy.rego_version", "v0 or v1"}},
 		{"bad decision", "policy:\n  decision: \"envoy authz\"\n", []string{"policy.decision", "envoy/authz/allow"}},
 		{"bad fail status", "policy:\n  fail_status: 200\n", []string{"policy.fail_status", "400 to 599"}},
-		{"bad cidr", "bypass:\n  trusted_cidrs: [10.0.0.0/8, 10.0.0/8]\n", []string{"bypass.trusted_cidrs", "entry 1", "10.0.0/8"}},
+		{"bad cidr", "bypass:\n  trusted_cidrs: [10.0.0.0/8, 10.0.0/8]\n", []string{"bypass.trusted_cidrs", "trusted_cidrs[1]", "10.0.0/8"}},
+		{"bypass trusts everyone (v4)", "bypass:\n  trusted_cidrs: [10.0.0.0/8, 0.0.0.0/0]\n", []string{"bypass.trusted_cidrs[1]", "every client", "bypass.allow_all_addresses"}},
+		{"bypass trusts everyone (v6)", "bypass:\n  trusted_cidrs: [\"::/0\"]\n", []string{"bypass.trusted_cidrs[0]", "bypass.allow_all_addresses"}},
+		{"bypass trusts everyone (mapped)", "bypass:\n  trusted_cidrs: [\"::ffff:0:0/96\"]\n", []string{"bypass.trusted_cidrs[0]", "every client"}},
 		{"bad bypass path", "bypass:\n  paths: [health]\n", []string{"bypass.paths[0]", "start with /"}},
 		{"bad regex", "headers:\n  deny: [{name: user-agent, regex: \"(\"}]\n", []string{"headers.deny[0].regex"}},
 		{"bad header name", "headers:\n  require: [{name: \"x tenant\"}]\n", []string{"headers.require[0].name"}},
@@ -148,6 +151,16 @@ func TestParseErrors(t *testing.T) {
 				}
 			}
 		})
+	}
+}
+
+func TestBypassAllAddressesAcknowledged(t *testing.T) {
+	c, err := Parse([]byte("bypass:\n  trusted_cidrs: [0.0.0.0/0, \"::/0\"]\n  allow_all_addresses: true\n"), t.TempDir())
+	if err != nil {
+		t.Fatalf("acknowledged 0.0.0.0/0 refused: %v", err)
+	}
+	if !c.Bypass.AllowAllAddresses {
+		t.Fatal("allow_all_addresses not read")
 	}
 }
 

@@ -16,7 +16,7 @@ import (
 
 	"gopkg.in/yaml.v3"
 
-	"github.com/gatehouse-dev/gatehouse/policy/ipset"
+	"github.com/gatehouse-dev/gatehouse/internal/ipset"
 )
 
 // Defaults for every key that has one; Default() applies them.
@@ -291,8 +291,16 @@ func (c *Config) Validate() error {
 	if c.JWT.MaxTokenBytes < 0 {
 		return fmt.Errorf("jwt.max_token_bytes: must not be negative (default 8192)")
 	}
-	if _, err := ipset.New(c.Bypass.TrustedCIDRs); err != nil {
-		return fmt.Errorf("bypass.trusted_cidrs: %w", err)
+	for i, raw := range c.Bypass.TrustedCIDRs {
+		p, err := ipset.ParsePrefix(raw)
+		if err != nil {
+			return fmt.Errorf("bypass.trusted_cidrs[%d]: %q is %w", i, raw, err)
+		}
+		// Trusting every address turns authentication off for everyone:
+		// refuse it unless acknowledged in so many words.
+		if ipset.CoversAll(p) && !c.Bypass.AllowAllAddresses {
+			return fmt.Errorf("bypass.trusted_cidrs[%d]: %q trusts every client address, so no request would need a token; list your internal ranges, or set bypass.allow_all_addresses: true if that is really intended", i, raw)
+		}
 	}
 	for i, p := range c.Bypass.Paths {
 		if !strings.HasPrefix(p, "/") {

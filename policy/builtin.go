@@ -8,7 +8,7 @@ import (
 	"github.com/open-policy-agent/opa/v1/topdown/builtins"
 	"github.com/open-policy-agent/opa/v1/types"
 
-	"github.com/gatehouse-dev/gatehouse/policy/ipset"
+	"github.com/gatehouse-dev/gatehouse/internal/ipset"
 )
 
 // cidrContainsName is the Rego name of Gatehouse's CIDR built-in.

@@ -11,8 +11,7 @@ import (
 	"net/netip"
 	"strings"
 
-	"github.com/gatehouse-dev/gatehouse/config"
-	"github.com/gatehouse-dev/gatehouse/policy/ipset"
+	"github.com/gatehouse-dev/gatehouse/internal/ipset"
 )
 
 // Sources: where the resolved address came from (Result.Source, the policy
@@ -85,9 +84,27 @@ func (r Result) ClientIP() string {
 	return r.Addr.String()
 }
 
+// Options configures a Resolver. The zero value resolves to the peer.
+type Options struct {
+	// Source is SourcePeer (the default when empty), SourceXFF or
+	// SourceEnvoyExternal.
+	Source string
+	// XFFTrustedHops is the number of trusted proxies in front of the Envoy
+	// that calls Gatehouse (Envoy's xff_num_trusted_hops, Istio's
+	// numTrustedProxies); SourceXFF only.
+	XFFTrustedHops int
+	// TrustedProxies are CIDRs (or addresses) whose X-Forwarded-For entries
+	// are skipped; SourceXFF only.
+	TrustedProxies []string
+	// AllowAllProxies acknowledges a TrustedProxies entry that covers every
+	// address (0.0.0.0/0, ::/0), which makes X-Forwarded-For fully
+	// client-controlled. Without it such an entry is refused.
+	AllowAllProxies bool
+}
+
 // New validates cfg and builds its Resolver. Errors name the configuration key
-// and say how to fix it.
-func New(cfg config.ClientIP) (*Resolver, error) {
+// (client_ip.*) and say how to fix it.
+func New(cfg Options) (*Resolver, error) {
 	source := strings.TrimSpace(cfg.Source)
 	switch source {
 	case "":
@@ -100,8 +117,15 @@ func New(cfg config.ClientIP) (*Resolver, error) {
 		return nil, fmt.Errorf("client_ip.xff_trusted_hops: %d is out of range: set the number of proxies in front of the Envoy that calls Gatehouse, 0 to %d (Istio's numTrustedProxies)", cfg.XFFTrustedHops, MaxXFFEntries-1)
 	}
 	for i, raw := range cfg.TrustedProxies {
-		if _, err := ipset.ParsePrefix(raw); err != nil {
+		p, err := ipset.ParsePrefix(raw)
+		if err != nil {
 			return nil, fmt.Errorf("client_ip.trusted_proxies[%d]: %q is %w", i, raw, err)
+		}
+		// A proxy range covering every address lets any client write the
+		// X-Forwarded-For entry that is believed: refuse it unless the
+		// operator says, in so many words, that this is intended.
+		if ipset.CoversAll(p) && !cfg.AllowAllProxies {
+			return nil, fmt.Errorf("client_ip.trusted_proxies[%d]: %q trusts every address as a proxy, so any client can forge X-Forwarded-For; list your load balancers' ranges, or set client_ip.allow_all_proxies: true if every peer really is a trusted proxy", i, raw)
 		}
 	}
 	// Settings the chosen source ignores are a misunderstanding waiting to

@@ -4,29 +4,31 @@ import (
 	"strings"
 	"testing"
 
-	"github.com/gatehouse-dev/gatehouse/config"
 )
 
 func TestNewValidation(t *testing.T) {
 	tests := []struct {
 		name    string
-		cfg     config.ClientIP
+		cfg     Options
 		wantErr string // substring; "" means valid
 	}{
-		{name: "zero value is peer", cfg: config.ClientIP{}},
-		{name: "peer", cfg: config.ClientIP{Source: "peer"}},
-		{name: "xff with hops and proxies", cfg: config.ClientIP{Source: "xff", XFFTrustedHops: 2, TrustedProxies: []string{"10.0.0.0/8", "2001:db8::/32", "192.0.2.7", "::ffff:172.16.0.0/108"}}},
-		{name: "envoy external address", cfg: config.ClientIP{Source: "envoy_external_address"}},
-		{name: "unknown source", cfg: config.ClientIP{Source: "foo"}, wantErr: `client_ip.source: "foo" is not one of peer, xff, envoy_external_address`},
-		{name: "source is case-sensitive", cfg: config.ClientIP{Source: "XFF"}, wantErr: `client_ip.source: "XFF" is not one of`},
-		{name: "negative hops", cfg: config.ClientIP{Source: "xff", XFFTrustedHops: -1}, wantErr: "client_ip.xff_trusted_hops: -1 is out of range"},
-		{name: "too many hops", cfg: config.ClientIP{Source: "xff", XFFTrustedHops: MaxXFFEntries}, wantErr: "client_ip.xff_trusted_hops: 64 is out of range"},
-		{name: "bad CIDR names index", cfg: config.ClientIP{Source: "xff", TrustedProxies: []string{"10.0.0.0/8", "192.168.0.0/16", "10.0.0/8"}}, wantErr: `client_ip.trusted_proxies[2]: "10.0.0/8" is not a CIDR`},
-		{name: "hostname is not an address", cfg: config.ClientIP{Source: "xff", TrustedProxies: []string{"lb.internal"}}, wantErr: `client_ip.trusted_proxies[0]: "lb.internal" is not an IP address or CIDR`},
-		{name: "short mapped prefix", cfg: config.ClientIP{Source: "xff", TrustedProxies: []string{"::ffff:0:0/90"}}, wantErr: `client_ip.trusted_proxies[0]: "::ffff:0:0/90" is an IPv4-mapped prefix shorter than /96`},
-		{name: "hops without xff", cfg: config.ClientIP{Source: "peer", XFFTrustedHops: 1}, wantErr: `client_ip.xff_trusted_hops: 1 has no effect with client_ip.source "peer"`},
-		{name: "hops with default source", cfg: config.ClientIP{XFFTrustedHops: 1}, wantErr: `has no effect with client_ip.source "peer"`},
-		{name: "proxies without xff", cfg: config.ClientIP{Source: "envoy_external_address", TrustedProxies: []string{"10.0.0.0/8"}}, wantErr: `client_ip.trusted_proxies: has no effect with client_ip.source "envoy_external_address"`},
+		{name: "zero value is peer", cfg: Options{}},
+		{name: "peer", cfg: Options{Source: "peer"}},
+		{name: "xff with hops and proxies", cfg: Options{Source: "xff", XFFTrustedHops: 2, TrustedProxies: []string{"10.0.0.0/8", "2001:db8::/32", "192.0.2.7", "::ffff:172.16.0.0/108"}}},
+		{name: "envoy external address", cfg: Options{Source: "envoy_external_address"}},
+		{name: "unknown source", cfg: Options{Source: "foo"}, wantErr: `client_ip.source: "foo" is not one of peer, xff, envoy_external_address`},
+		{name: "source is case-sensitive", cfg: Options{Source: "XFF"}, wantErr: `client_ip.source: "XFF" is not one of`},
+		{name: "negative hops", cfg: Options{Source: "xff", XFFTrustedHops: -1}, wantErr: "client_ip.xff_trusted_hops: -1 is out of range"},
+		{name: "too many hops", cfg: Options{Source: "xff", XFFTrustedHops: MaxXFFEntries}, wantErr: "client_ip.xff_trusted_hops: 64 is out of range"},
+		{name: "bad CIDR names index", cfg: Options{Source: "xff", TrustedProxies: []string{"10.0.0.0/8", "192.168.0.0/16", "10.0.0/8"}}, wantErr: `client_ip.trusted_proxies[2]: "10.0.0/8" is not a CIDR`},
+		{name: "hostname is not an address", cfg: Options{Source: "xff", TrustedProxies: []string{"lb.internal"}}, wantErr: `client_ip.trusted_proxies[0]: "lb.internal" is not an IP address or CIDR`},
+		{name: "short mapped prefix", cfg: Options{Source: "xff", TrustedProxies: []string{"::ffff:0:0/90"}}, wantErr: `client_ip.trusted_proxies[0]: "::ffff:0:0/90" is an IPv4-mapped prefix shorter than /96`},
+		{name: "all proxies trusted refused", cfg: Options{Source: "xff", TrustedProxies: []string{"10.0.0.0/8", "0.0.0.0/0"}}, wantErr: `client_ip.trusted_proxies[1]: "0.0.0.0/0" trusts every address as a proxy`},
+		{name: "all v6 proxies trusted refused", cfg: Options{Source: "xff", TrustedProxies: []string{"::/0"}}, wantErr: "client_ip.allow_all_proxies"},
+		{name: "all proxies acknowledged", cfg: Options{Source: "xff", TrustedProxies: []string{"0.0.0.0/0", "::/0"}, AllowAllProxies: true}},
+		{name: "hops without xff", cfg: Options{Source: "peer", XFFTrustedHops: 1}, wantErr: `client_ip.xff_trusted_hops: 1 has no effect with client_ip.source "peer"`},
+		{name: "hops with default source", cfg: Options{XFFTrustedHops: 1}, wantErr: `has no effect with client_ip.source "peer"`},
+		{name: "proxies without xff", cfg: Options{Source: "envoy_external_address", TrustedProxies: []string{"10.0.0.0/8"}}, wantErr: `client_ip.trusted_proxies: has no effect with client_ip.source "envoy_external_address"`},
 	}
 	for _, tc := range tests {
 		t.Run(tc.name, func(t *testing.T) {
@@ -51,7 +53,7 @@ func TestNewValidation(t *testing.T) {
 }
 
 func TestResolverSource(t *testing.T) {
-	r := mustNew(t, config.ClientIP{})
+	r := mustNew(t, Options{})
 	if got := r.Source(); got != SourcePeer {
 		t.Fatalf("Source() = %q, want %q", got, SourcePeer)
 	}
@@ -60,13 +62,13 @@ func TestResolverSource(t *testing.T) {
 // Addresses in the tests: 203.0.113.0/24 and 198.51.100.0/24 are "the
 // internet", 10.0.0.0/8 the trusted proxies, 192.0.2.0/24 peers.
 func TestResolve(t *testing.T) {
-	peerMode := config.ClientIP{Source: "peer"}
-	xff0 := config.ClientIP{Source: "xff"}
-	xff1 := config.ClientIP{Source: "xff", XFFTrustedHops: 1}
-	xff2 := config.ClientIP{Source: "xff", XFFTrustedHops: 2}
-	proxies := config.ClientIP{Source: "xff", TrustedProxies: []string{"10.0.0.0/8", "2001:db8:ffff::/48"}}
-	proxiesHop1 := config.ClientIP{Source: "xff", XFFTrustedHops: 1, TrustedProxies: []string{"10.0.0.0/8"}}
-	external := config.ClientIP{Source: "envoy_external_address"}
+	peerMode := Options{Source: "peer"}
+	xff0 := Options{Source: "xff"}
+	xff1 := Options{Source: "xff", XFFTrustedHops: 1}
+	xff2 := Options{Source: "xff", XFFTrustedHops: 2}
+	proxies := Options{Source: "xff", TrustedProxies: []string{"10.0.0.0/8", "2001:db8:ffff::/48"}}
+	proxiesHop1 := Options{Source: "xff", XFFTrustedHops: 1, TrustedProxies: []string{"10.0.0.0/8"}}
+	external := Options{Source: "envoy_external_address"}
 
 	h := func(kv ...string) map[string]string {
 		m := map[string]string{}
@@ -82,7 +84,7 @@ func TestResolve(t *testing.T) {
 
 	tests := []struct {
 		name         string
-		cfg          config.ClientIP
+		cfg          Options
 		peer         string
 		headers      map[string]string
 		wantIP       string
@@ -154,7 +156,7 @@ func TestResolve(t *testing.T) {
 		// Oversized: the walk reads at most MaxXFFEntries entries.
 		{name: "oversized: client found near the right", cfg: proxies, peer: "10.1.1.1", headers: h(xffH, strings.Repeat("198.51.100.1, ", 10000)+"203.0.113.10, 10.1.1.1"), wantIP: "203.0.113.10", wantSource: "xff"},
 		{name: "oversized: all trusted past the limit", cfg: proxies, peer: "10.1.1.1", headers: h(xffH, longXFF), wantIP: "10.1.1.1", wantSource: "peer", wantFallback: "xff_invalid_entry"},
-		{name: "oversized: max hops still reachable", cfg: config.ClientIP{Source: "xff", XFFTrustedHops: MaxXFFEntries - 1}, peer: "192.0.2.5", headers: h(xffH, "203.0.113.10, "+strings.Repeat("198.51.100.1, ", MaxXFFEntries-2)+"192.0.2.5"), wantIP: "203.0.113.10", wantSource: "xff"},
+		{name: "oversized: max hops still reachable", cfg: Options{Source: "xff", XFFTrustedHops: MaxXFFEntries - 1}, peer: "192.0.2.5", headers: h(xffH, "203.0.113.10, "+strings.Repeat("198.51.100.1, ", MaxXFFEntries-2)+"192.0.2.5"), wantIP: "203.0.113.10", wantSource: "xff"},
 
 		// envoy_external_address.
 		{name: "external: used", cfg: external, peer: "10.1.1.1", headers: h(extH, "203.0.113.10"), wantIP: "203.0.113.10", wantSource: "envoy_external_address"},
@@ -203,17 +205,17 @@ func TestIstioNumTrustedProxiesExample(t *testing.T) {
 
 	tests := []struct {
 		name string
-		cfg  config.ClientIP
+		cfg  Options
 		want string
 	}{
 		// What Envoy itself resolves with xff_num_trusted_hops: 2 (Istio's
 		// x-envoy-external-address 72.9.5.6).
-		{name: "xff_trusted_hops 2", cfg: config.ClientIP{Source: "xff", XFFTrustedHops: 2}, want: client},
-		{name: "trusted_proxies instead of hops", cfg: config.ClientIP{Source: "xff", TrustedProxies: []string{proxy1 + "/32", proxy2}}, want: client},
-		{name: "too few hops trusts a proxy", cfg: config.ClientIP{Source: "xff", XFFTrustedHops: 1}, want: proxy1},
-		{name: "0 hops is the peer", cfg: config.ClientIP{Source: "xff"}, want: proxy2},
-		{name: "peer mode", cfg: config.ClientIP{Source: "peer"}, want: proxy2},
-		{name: "envoy_external_address", cfg: config.ClientIP{Source: "envoy_external_address"}, want: client},
+		{name: "xff_trusted_hops 2", cfg: Options{Source: "xff", XFFTrustedHops: 2}, want: client},
+		{name: "trusted_proxies instead of hops", cfg: Options{Source: "xff", TrustedProxies: []string{proxy1 + "/32", proxy2}}, want: client},
+		{name: "too few hops trusts a proxy", cfg: Options{Source: "xff", XFFTrustedHops: 1}, want: proxy1},
+		{name: "0 hops is the peer", cfg: Options{Source: "xff"}, want: proxy2},
+		{name: "peer mode", cfg: Options{Source: "peer"}, want: proxy2},
+		{name: "envoy_external_address", cfg: Options{Source: "envoy_external_address"}, want: client},
 	}
 	headers := map[string]string{
 		"x-forwarded-for":          gatewayXFF,
@@ -234,7 +236,7 @@ func TestIstioNumTrustedProxiesExample(t *testing.T) {
 	// Gatehouse is not.
 	const attacker = "198.51.100.66"
 	forgedHeaders := map[string]string{"x-forwarded-for": "56.5.6.7, 10.0.0.1, 98.1.2.3, " + attacker}
-	byAddr := mustNew(t, config.ClientIP{Source: "xff", TrustedProxies: []string{proxy1, proxy2}})
+	byAddr := mustNew(t, Options{Source: "xff", TrustedProxies: []string{proxy1, proxy2}})
 	if got := byAddr.Resolve(attacker, forgedHeaders); got.ClientIP() != attacker {
 		t.Fatalf("trusted_proxies: forged chain resolved to %q, want the attacker %q", got.ClientIP(), attacker)
 	}
@@ -249,7 +251,7 @@ func TestResultClientIP(t *testing.T) {
 func TestXFFScannerBounded(t *testing.T) {
 	// A walk over an all-trusted oversized header reads MaxXFFEntries+1 entries
 	// at most, and allocates nothing per entry.
-	r := mustNew(t, config.ClientIP{Source: "xff", TrustedProxies: []string{"10.0.0.0/8"}})
+	r := mustNew(t, Options{Source: "xff", TrustedProxies: []string{"10.0.0.0/8"}})
 	headers := map[string]string{"x-forwarded-for": strings.Repeat("10.9.9.9,", 50000) + "10.1.1.1"}
 	allocs := testing.AllocsPerRun(20, func() {
 		_ = r.Resolve("10.1.1.1", headers)
@@ -259,7 +261,7 @@ func TestXFFScannerBounded(t *testing.T) {
 	}
 }
 
-func mustNew(t testing.TB, cfg config.ClientIP) *Resolver {
+func mustNew(t testing.TB, cfg Options) *Resolver {
 	t.Helper()
 	r, err := New(cfg)
 	if err != nil {

@@ -4,8 +4,7 @@ import (
 	"strings"
 	"testing"
 
-	"github.com/gatehouse-dev/gatehouse/config"
-	"github.com/gatehouse-dev/gatehouse/policy/ipset"
+	"github.com/gatehouse-dev/gatehouse/internal/ipset"
 )
 
 // FuzzResolve: whatever the headers hold, the resolved address is the peer or
@@ -16,9 +15,9 @@ func FuzzResolve(f *testing.F) {
 	f.Add("[2001:db8::1]:443", "::ffff:10.1.2.3, , garbage", "", uint8(2))
 	f.Add("", strings.Repeat("1.1.1.1,", 100), "not-an-ip", uint8(0))
 	f.Add("10.0.0.1", "[::1]:80,10.0.0.1", "2001:db8::9", uint8(3))
-	peerR, _ := New(config.ClientIP{Source: SourcePeer})
-	extR, _ := New(config.ClientIP{Source: SourceEnvoyExternal})
-	proxiesR, err := New(config.ClientIP{Source: SourceXFF, TrustedProxies: []string{"10.0.0.0/8", "2001:db8::/32"}})
+	peerR, _ := New(Options{Source: SourcePeer})
+	extR, _ := New(Options{Source: SourceEnvoyExternal})
+	proxiesR, err := New(Options{Source: SourceXFF, TrustedProxies: []string{"10.0.0.0/8", "2001:db8::/32"}})
 	if err != nil {
 		f.Fatal(err)
 	}
@@ -34,7 +33,7 @@ func FuzzResolve(f *testing.F) {
 				t.Fatalf("external mode invented %v from %q", got.Addr, ext)
 			}
 		}
-		xffR, err := New(config.ClientIP{Source: SourceXFF, XFFTrustedHops: int(hops % 8)})
+		xffR, err := New(Options{Source: SourceXFF, XFFTrustedHops: int(hops % 8)})
 		if err != nil {
 			t.Fatal(err)
 		}

@@ -58,7 +58,7 @@ func build(ctx context.Context, cfg *config.Config, file string, logger *slog.Lo
 	if err != nil {
 		return nil, &configError{file, err}
 	}
-	resolver, err := clientip.New(cfg.ClientIP)
+	resolver, err := clientip.New(cfg.ClientIP.Options())
 	if err != nil {
 		return nil, &configError{file, err}
 	}

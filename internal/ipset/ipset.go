@@ -139,3 +139,8 @@ func ParseAddr(raw string) (netip.Addr, bool) {
 	}
 	return netip.Addr{}, false
 }
+
+// CoversAll reports whether p holds every address of its family (0.0.0.0/0,
+// ::/0, or ::ffff:0:0/96 once unmapped by ParsePrefix). Trusting such a range
+// trusts everyone, which configuration must acknowledge explicitly.
+func CoversAll(p netip.Prefix) bool { return p.IsValid() && p.Bits() == 0 }
