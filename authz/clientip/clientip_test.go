@@ -3,7 +3,6 @@ package clientip
 import (
 	"strings"
 	"testing"
-
 )
 
 func TestNewValidation(t *testing.T) {
