@@ -19,7 +19,7 @@ import (
 // runs the embedded default policy over cfg's data.
 func benchServer(b *testing.B, cfg *config.Config, paths []string, tokens TokenVerifier) *Server {
 	b.Helper()
-	engine, err := policy.New(context.Background(), policy.Options{Paths: paths, Config: cfg.PolicyData()})
+	engine, err := policy.New(context.Background(), policy.Options{Paths: paths, Rules: ptrTo(cfg.Rules())})
 	if err != nil {
 		b.Fatal(err)
 	}
@@ -102,3 +102,5 @@ func withBypass(cidrs []string, h config.HeaderRules) *config.Config {
 	c.Headers = h
 	return c
 }
+
+func ptrTo[T any](v T) *T { return &v }

@@ -24,7 +24,7 @@ func FuzzCheck(f *testing.F) {
 	cfg.Bypass.TrustedCIDRs = []string{"10.0.0.0/8"}
 	// X-Forwarded-For is believed only behind a proxy in 192.0.2.0/24.
 	cfg.ClientIP = config.ClientIP{Source: "xff", TrustedProxies: []string{"192.0.2.0/24"}}
-	engine, err := policy.New(context.Background(), policy.Options{Config: cfg.PolicyData()})
+	engine, err := policy.New(context.Background(), policy.Options{Rules: ptrTo(cfg.Rules())})
 	if err != nil {
 		f.Fatal(err)
 	}

@@ -2,6 +2,7 @@ package authz
 
 import (
 	"bytes"
+	"slices"
 	"encoding/json"
 	"errors"
 	"fmt"
@@ -17,55 +18,95 @@ import (
 
 	"github.com/gatehouse-dev/gatehouse/authz/clientip"
 	"github.com/gatehouse-dev/gatehouse/authz/jwt"
+	"github.com/gatehouse-dev/gatehouse/policy"
 )
 
 // errBadRequest marks request problems that answer 400 rather than the
-// policy's decision: an unparsable path or body.
+// policy's decision: an unparsable path, query or body.
 var errBadRequest = errors.New("bad request")
 
+// limitError is a request over one of the Limits: it answers Status
+// (431, 414) with ReasonRequestTooLarge before any policy runs.
+type limitError struct {
+	Status int
+	What   string
+}
+
+func (e *limitError) Error() string { return "request too large: " + e.What }
+
 // request is the view of a CheckRequest that Go needs to establish the facts:
-// lower-cased headers, the path split from its query, the body.
+// lower-cased headers, the path split from its query, the body. It builds the
+// policy input on demand (BuildInput).
 type request struct {
 	check   *authv3.CheckRequest
 	headers map[string]string
-	path    string // without the query string
-	query   url.Values
-	body    []byte
-	peer    string
+	// rawPath is the path as sent, without query and fragment, from http.path
+	// or :path when that is empty: the one path every decision reads
+	// (input.request_path; parsed_path is its decoded form).
+	rawPath  string
+	path     string // rawPath percent-decoded
+	rawQuery string
+	query    url.Values
+	host     string // http.host, or :authority
+	body     []byte
+	peer     string
 	// rebuilt: headers were rebuilt from header_map or lower-cased, so the
 	// input's attributes must carry them too (policies read them there).
 	rebuilt bool
+
+	// Facts established by the server, for the policy.
+	facts        policy.Facts
+	tokenFacts   policy.TokenFacts
+	ip           clientip.Result
+	token        *jwt.Result
+	maxParseBody int
+	maxJSONDepth int
 }
 
-func newRequest(req *authv3.CheckRequest) (*request, error) {
+func newRequest(req *authv3.CheckRequest, lim *Limits) (*request, error) {
 	http := req.GetAttributes().GetRequest().GetHttp()
 	r := &request{check: req, headers: http.GetHeaders()}
-	if len(r.headers) == 0 && len(http.GetHeaderMap().GetHeaders()) > 0 {
+	headerMap := http.GetHeaderMap().GetHeaders()
+	// Limits first, before anything is copied or parsed.
+	if n := len(r.headers) + len(headerMap); n > lim.MaxHeaders {
+		return nil, &limitError{431, fmt.Sprintf("%d headers (limit %d)", n, lim.MaxHeaders)}
+	}
+	size := 0
+	for k, v := range r.headers {
+		size += len(k) + len(v)
+	}
+	for _, h := range headerMap {
+		size += len(h.GetKey()) + len(h.GetValue()) + len(h.GetRawValue())
+	}
+	if size > lim.MaxHeaderBytes {
+		return nil, &limitError{431, fmt.Sprintf("%d bytes of headers (limit %d)", size, lim.MaxHeaderBytes)}
+	}
+	if len(r.headers) == 0 && len(headerMap) > 0 {
 		r.rebuilt = true
-		// encode_raw_headers: Envoy sends header_map instead of headers.
-		r.headers = make(map[string]string, len(http.GetHeaderMap().GetHeaders()))
-		for _, h := range http.GetHeaderMap().GetHeaders() {
+		// encode_raw_headers: Envoy sends header_map instead of headers. Its
+		// order is the request's, so merging repeated names is deterministic.
+		r.headers = make(map[string]string, len(headerMap))
+		for _, h := range headerMap {
 			v := h.GetValue()
 			if v == "" {
 				v = string(h.GetRawValue())
 			}
-			k := strings.ToLower(h.GetKey())
-			if prev, ok := r.headers[k]; ok {
-				v = prev + "," + v
-			}
-			r.headers[k] = v
+			mergeHeader(r.headers, strings.ToLower(h.GetKey()), v)
 		}
 	} else if !lowerKeys(r.headers) {
 		r.rebuilt = true
 		// Envoy always lower-cases header names; other clients may not. Normalise
-		// once so that policies and the facts never depend on a client's casing.
+		// once so that policies and the facts never depend on a client's casing,
+		// merging names that differ only in case in sorted order: map order is
+		// random, and the same request must always get the same decision.
+		keys := make([]string, 0, len(r.headers))
+		for k := range r.headers {
+			keys = append(keys, k)
+		}
+		slices.Sort(keys)
 		lowered := make(map[string]string, len(r.headers))
-		for k, v := range r.headers {
-			k = strings.ToLower(k)
-			if prev, ok := lowered[k]; ok {
-				v = prev + "," + v
-			}
-			lowered[k] = v
+		for _, k := range keys {
+			mergeHeader(lowered, strings.ToLower(k), r.headers[k])
 		}
 		r.headers = lowered
 	}
@@ -76,17 +117,35 @@ func newRequest(req *authv3.CheckRequest) (*request, error) {
 	if raw == "" {
 		raw = r.headers[":path"]
 	}
+	if len(raw) > lim.MaxPathBytes {
+		return nil, &limitError{414, fmt.Sprintf("path of %d bytes (limit %d)", len(raw), lim.MaxPathBytes)}
+	}
 	// Split by hand rather than with url.Parse, which reads "//admin/x" as a
 	// host and a path ("/x"): policies must see the path the upstream gets.
 	// The query is never part of an error message (it may carry a token).
 	raw, _, _ = strings.Cut(raw, "#")
-	rawPath, rawQuery, _ := strings.Cut(raw, "?")
-	path, err := url.PathUnescape(rawPath)
+	r.rawPath, r.rawQuery, _ = strings.Cut(raw, "?")
+	path, err := url.PathUnescape(r.rawPath)
 	if err != nil {
 		return nil, fmt.Errorf("%w: path: %v", errBadRequest, err)
 	}
 	r.path = path
-	r.query, _ = url.ParseQuery(rawQuery) // like url.URL.Query: bad pairs are dropped
+	if r.rawQuery != "" {
+		// A query Go cannot read whole (a bad escape, a ";" separator, too
+		// many parameters) is refused rather than read in part: a policy
+		// must never decide on half a query, nor the token finder miss a
+		// parameter. OPA-Envoy answers 400 too.
+		if n := strings.Count(r.rawQuery, "&") + 1; n > lim.MaxQueryParams {
+			return nil, fmt.Errorf("%w: query: more than %d parameters", errBadRequest, lim.MaxQueryParams)
+		}
+		if r.query, err = url.ParseQuery(r.rawQuery); err != nil {
+			return nil, fmt.Errorf("%w: query: %v", errBadRequest, redactQueryError(err))
+		}
+	}
+	r.host = http.GetHost()
+	if r.host == "" {
+		r.host = r.headers[":authority"]
+	}
 	if http.GetBody() != "" {
 		r.body = []byte(http.GetBody())
 	} else {
@@ -94,6 +153,28 @@ func newRequest(req *authv3.CheckRequest) (*request, error) {
 	}
 	r.peer = req.GetAttributes().GetSource().GetAddress().GetSocketAddress().GetAddress()
 	return r, nil
+}
+
+// redactQueryError keeps a query parse error's kind but not the text it
+// quotes, which may be part of a token.
+func redactQueryError(err error) string {
+	msg := err.Error()
+	switch {
+	case strings.Contains(msg, "semicolon"):
+		return "invalid semicolon separator"
+	case strings.Contains(msg, "escape"):
+		return "invalid percent-escape"
+	case strings.Contains(msg, "too many"):
+		return "too many parameters"
+	}
+	return "unparsable query string"
+}
+
+func mergeHeader(m map[string]string, k, v string) {
+	if prev, ok := m[k]; ok {
+		v = prev + "," + v
+	}
+	m[k] = v
 }
 
 func lowerKeys(m map[string]string) bool {
@@ -109,52 +190,84 @@ func lowerKeys(m map[string]string) bool {
 
 var versionValue = ast.MustParseTerm(`{"ext_authz": "v3", "encoding": "protojson"}`)
 
-// buildInput assembles the policy input: OPA-Envoy's document, unchanged, plus
-// Gatehouse's facts (client IP, token result).
-func buildInput(r *request, ip clientip.Result, tok *jwt.Result, maxParseBody int) (ast.Value, error) {
-	attrs := messageValue(r.check.GetAttributes().ProtoReflect()).(ast.Object)
-	if r.rebuilt {
-		replaceHeaders(attrs, r.headers)
+// BuildInput assembles the policy input: OPA-Envoy's document, unchanged,
+// plus Gatehouse's facts (request_path, client IP, token result), limited to
+// the parts need says the policy can read. The body is parsed whenever there
+// is one, read or not, so that an unparsable body answers 400 under every
+// policy, as in OPA-Envoy.
+func (r *request) BuildInput(need *policy.Need) (ast.Object, error) {
+	in := ast.NewObject()
+	if n := need.Child("attributes"); n != nil {
+		attrs := prunedMessageValue(r.check.GetAttributes().ProtoReflect(), n).(ast.Object)
+		if r.rebuilt && n.Child("request").Child("http").Child("headers") != nil {
+			replaceHeaders(attrs, r.headers)
+		}
+		in.Insert(ast.InternedTerm("attributes"), ast.NewTerm(attrs))
 	}
-	in := ast.NewObject(
-		ast.Item(ast.InternedTerm("attributes"), ast.NewTerm(attrs)),
-		ast.Item(ast.InternedTerm("version"), versionValue),
-		ast.Item(ast.InternedTerm("parsed_path"), ast.NewTerm(parsedPath(r.path))),
-		ast.Item(ast.InternedTerm("parsed_query"), ast.NewTerm(stringsMap(r.query))),
-	)
+	if need.Child("version") != nil {
+		in.Insert(ast.InternedTerm("version"), versionValue)
+	}
+	if need.Child("parsed_path") != nil {
+		in.Insert(ast.InternedTerm("parsed_path"), ast.NewTerm(parsedPath(r.path)))
+	}
+	if need.Child("parsed_query") != nil {
+		in.Insert(ast.InternedTerm("parsed_query"), ast.NewTerm(stringsMap(r.query)))
+	}
+	if need.Child("request_path") != nil {
+		in.Insert(ast.InternedTerm("request_path"), ast.StringTerm(r.rawPath))
+	}
 	truncated := r.truncated()
-	in.Insert(ast.InternedTerm("truncated_body"), ast.InternedTerm(truncated))
+	if need.Child("truncated_body") != nil {
+		in.Insert(ast.InternedTerm("truncated_body"), ast.InternedTerm(truncated))
+	}
 	// Parsing costs many times the body's size in memory: bodies over the
 	// limit are left unparsed (parsed_body absent), like a truncated one.
-	if len(r.body) > 0 && len(r.body) <= maxParseBody && !truncated {
-		body, err := parseBodyValue(r.headers["content-type"], r.body)
+	if len(r.body) > 0 && len(r.body) <= r.maxParseBody && !truncated {
+		body, err := parseBodyValue(r.headers["content-type"], r.body, r.maxJSONDepth)
 		if err != nil {
 			return nil, err
 		}
-		if body != nil {
+		if body != nil && need.Child("parsed_body") != nil {
 			in.Insert(ast.InternedTerm("parsed_body"), ast.NewTerm(body))
 		}
 	}
-	if p := r.check.GetAttributes().GetSource().GetPrincipal(); p != "" {
+	if p := r.check.GetAttributes().GetSource().GetPrincipal(); p != "" && need.Child("source_principal") != nil {
 		in.Insert(ast.InternedTerm("source_principal"), ast.StringTerm(p))
 	}
-	clientIP := ""
-	if ip.Addr.IsValid() {
-		clientIP = ip.Addr.String()
+	if need.Child("client_ip") != nil {
+		in.Insert(ast.InternedTerm("client_ip"), ast.StringTerm(r.ip.ClientIP()))
 	}
-	in.Insert(ast.InternedTerm("client_ip"), ast.StringTerm(clientIP))
-	in.Insert(ast.InternedTerm("client_ip_source"), ast.StringTerm(ip.Source))
-	if ip.Fallback != "" {
-		in.Insert(ast.InternedTerm("client_ip_fallback"), ast.StringTerm(ip.Fallback))
+	if need.Child("client_ip_source") != nil {
+		in.Insert(ast.InternedTerm("client_ip_source"), ast.StringTerm(r.ip.Source))
 	}
-	if tok != nil {
-		jv, err := tokenValue(tok)
+	if r.ip.Fallback != "" && need.Child("client_ip_fallback") != nil {
+		in.Insert(ast.InternedTerm("client_ip_fallback"), ast.StringTerm(r.ip.Fallback))
+	}
+	if r.token != nil && need.Child("jwt") != nil {
+		jv, err := tokenValue(r.token)
 		if err != nil {
 			return nil, err
 		}
 		in.Insert(ast.InternedTerm("jwt"), ast.NewTerm(jv))
 	}
 	return in, nil
+}
+
+// buildFacts fills r.facts from what the server established.
+func (r *request) buildFacts(ip clientip.Result, tok *jwt.Result) *policy.Facts {
+	r.ip, r.token = ip, tok
+	r.facts = policy.Facts{
+		Headers:          r.headers,
+		Path:             r.rawPath,
+		Host:             r.host,
+		ClientIP:         ip.Addr,
+		ClientIPFallback: ip.Fallback,
+	}
+	if tok != nil {
+		r.tokenFacts = policy.TokenFacts{Valid: tok.Valid, Error: tok.Error}
+		r.facts.Token = &r.tokenFacts
+	}
+	return &r.facts
 }
 
 func replaceHeaders(attrs ast.Object, headers map[string]string) {
@@ -222,10 +335,10 @@ func (r *request) truncated() bool {
 // the content type as OPA-Envoy does (by substring, so parameters and odd
 // spellings still parse); other content types have no parsed_body. A body
 // that claims one of these types but does not parse is a 400.
-func parseBodyValue(contentType string, body []byte) (ast.Value, error) {
+func parseBodyValue(contentType string, body []byte, maxDepth int) (ast.Value, error) {
 	switch {
 	case strings.Contains(contentType, "application/json"):
-		v, err := jsonValue(body)
+		v, err := jsonValue(body, maxDepth)
 		if err != nil {
 			return nil, fmt.Errorf("%w: body is not valid JSON: %v", errBadRequest, err)
 		}
@@ -237,12 +350,17 @@ func parseBodyValue(contentType string, body []byte) (ast.Value, error) {
 		}
 		return stringsMap(vals), nil
 	case strings.Contains(contentType, "multipart/form-data"):
-		return multipartValue(contentType, body)
+		return multipartValue(contentType, body, maxDepth)
 	}
 	return nil, nil
 }
 
-func jsonValue(b []byte) (ast.Value, error) {
+// jsonValue parses one JSON document nested at most maxDepth deep: nesting
+// costs the parser stack and memory, and no policy needs hundreds of levels.
+func jsonValue(b []byte, maxDepth int) (ast.Value, error) {
+	if d := jsonDepth(b); d > maxDepth {
+		return nil, fmt.Errorf("nested %d deep (limit %d)", d, maxDepth)
+	}
 	dec := json.NewDecoder(bytes.NewReader(b))
 	dec.UseNumber()
 	var x any
@@ -258,7 +376,7 @@ func jsonValue(b []byte) (ast.Value, error) {
 // multipartValue maps each named part to the list of its values, as
 // OPA-Envoy does: a part whose content type is JSON is parsed, any other
 // (file parts included) is a string.
-func multipartValue(contentType string, body []byte) (ast.Value, error) {
+func multipartValue(contentType string, body []byte, maxDepth int) (ast.Value, error) {
 	_, params, err := mime.ParseMediaType(contentType)
 	if err != nil || params["boundary"] == "" {
 		return nil, fmt.Errorf("%w: multipart body without a boundary", errBadRequest)
@@ -285,7 +403,7 @@ func multipartValue(contentType string, body []byte) (ast.Value, error) {
 		}
 		var v ast.Value = ast.String(content)
 		if strings.Contains(part.Header.Get("Content-Type"), "application/json") {
-			if v, err = jsonValue(content); err != nil {
+			if v, err = jsonValue(content, maxDepth); err != nil {
 				return nil, fmt.Errorf("%w: multipart part %q is not valid JSON: %v", errBadRequest, name, err)
 			}
 		}
@@ -317,4 +435,29 @@ func tokenValue(tok *jwt.Result) (ast.Value, error) {
 		ast.Item(ast.InternedTerm("claims"), ast.NewTerm(claims)),
 		ast.Item(ast.InternedTerm("error"), ast.StringTerm(tok.Error)),
 	), nil
+}
+
+// jsonDepth is the deepest nesting of arrays and objects in b, counted
+// without parsing (brackets inside strings do not count).
+func jsonDepth(b []byte) int {
+	depth, deepest, inString := 0, 0, false
+	for i := 0; i < len(b); i++ {
+		c := b[i]
+		switch {
+		case inString:
+			if c == '\\' {
+				i++
+			} else if c == '"' {
+				inString = false
+			}
+		case c == '"':
+			inString = true
+		case c == '[' || c == '{':
+			depth++
+			deepest = max(deepest, depth)
+		case c == ']' || c == '}':
+			depth--
+		}
+	}
+	return deepest
 }

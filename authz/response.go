@@ -67,7 +67,7 @@ func (s *Server) allow(dec policy.Decision, tok *jwt.Result) *authv3.CheckRespon
 func (s *Server) denied(dec policy.Decision) *authv3.CheckResponse {
 	status := dec.HTTPStatus
 	if status == 0 {
-		status = 403
+		status = DefaultFailStatus
 	}
 	if _, known := typev3.StatusCode_name[int32(status)]; !known || status < 300 {
 		// Envoy only accepts the status codes its enum defines, and a 2xx
@@ -153,4 +153,28 @@ func (s *Server) metadata(m map[string]any) *structpb.Struct {
 		return nil
 	}
 	return st
+}
+
+// stamp puts the decision id on resp: in dynamic_metadata (decision_id) on
+// every answer, for Envoy's access log, and as a header on denials, for the
+// client.
+func (s *Server) stamp(resp *authv3.CheckResponse, id string) {
+	if resp == nil {
+		return
+	}
+	idValue := structpb.NewStringValue(id)
+	if resp.DynamicMetadata == nil {
+		resp.DynamicMetadata = &structpb.Struct{Fields: map[string]*structpb.Value{"decision_id": idValue}}
+	} else {
+		if resp.DynamicMetadata.Fields == nil {
+			resp.DynamicMetadata.Fields = map[string]*structpb.Value{}
+		}
+		resp.DynamicMetadata.Fields["decision_id"] = idValue
+	}
+	if d := resp.GetDeniedResponse(); d != nil {
+		d.Headers = append(d.Headers, &corev3.HeaderValueOption{
+			Header: &corev3.HeaderValue{Key: DecisionIDHeader, Value: id},
+			Append: wrapperspb.Bool(false),
+		})
+	}
 }

@@ -14,31 +14,43 @@ import (
 	"time"
 
 	authv3 "github.com/envoyproxy/go-control-plane/envoy/service/auth/v3"
-	"github.com/open-policy-agent/opa/v1/ast"
 
 	"github.com/gatehouse-dev/gatehouse/authz/clientip"
 	"github.com/gatehouse-dev/gatehouse/authz/jwt"
 	"github.com/gatehouse-dev/gatehouse/policy"
 )
 
-// DefaultMaxParseBodyBytes bounds the bodies parsed into parsed_body: a JSON
-// body costs tens of times its size in memory once parsed.
-const DefaultMaxParseBodyBytes = 256 << 10
+// Defaults of Options, in one place.
+const (
+	// DefaultMaxParseBodyBytes bounds the bodies parsed into parsed_body: a
+	// JSON body costs tens of times its size in memory once parsed.
+	DefaultMaxParseBodyBytes = 256 << 10
+	// DefaultFailStatus is the status of a denial when the policy cannot decide.
+	DefaultFailStatus = 403
+)
 
 // Reasons Gatehouse itself gives, beside the ones policies return.
 const (
-	// ReasonBadRequest: the path or body could not be parsed (400).
+	// ReasonBadRequest: the path, query or body could not be parsed (400).
 	ReasonBadRequest = "bad_request"
+	// ReasonRequestTooLarge: the request exceeds one of the Limits (431 for
+	// headers, 414 for the path).
+	ReasonRequestTooLarge = "request_too_large"
 	// ReasonInternal: an unexpected failure inside Gatehouse; the request is
 	// denied (fail closed).
 	ReasonInternal = "internal_error"
 )
 
-// Evaluator decides on a policy input; *policy.Engine implements it.
+// DecisionIDHeader carries the decision id on denials, so that a user holding
+// a 403 can quote the decision log line that explains it. The id is also in
+// the CheckResponse's dynamic_metadata as "decision_id" on every answer.
+const DecisionIDHeader = "x-gatehouse-decision-id"
+
+// Evaluator decides on a request; *policy.Engine implements it.
 type Evaluator interface {
-	Eval(ctx context.Context, input ast.Value) (policy.Decision, error)
-	// Revision names the active policy revision, logged when Eval fails.
-	Revision() string
+	// Decide answers from facts, building the policy input from input only
+	// if the policy needs one (see policy.Engine.Decide).
+	Decide(ctx context.Context, facts *policy.Facts, input policy.InputBuilder) (policy.Decision, error)
 }
 
 // TokenVerifier verifies the request's token; *jwt.Verifier implements it.
@@ -52,13 +64,53 @@ type IPResolver interface {
 	Resolve(peer string, headers map[string]string) clientip.Result
 }
 
+// Limits bound what one request can make Gatehouse do. A request over a limit
+// is denied before any token or policy work (fail closed): 431 for headers,
+// 414 for the path, 400 for the query and body. Zero values take the
+// defaults (DefaultLimits).
+type Limits struct {
+	// MaxHeaders bounds the number of request headers.
+	MaxHeaders int
+	// MaxHeaderBytes bounds the total size of header names and values.
+	MaxHeaderBytes int
+	// MaxPathBytes bounds the path, query string included.
+	MaxPathBytes int
+	// MaxQueryParams bounds the number of query parameters.
+	MaxQueryParams int
+	// MaxJSONDepth bounds the nesting of a JSON body (or multipart JSON part).
+	MaxJSONDepth int
+}
+
+// DefaultLimits are generous beside Envoy's own defaults (100 headers,
+// 60 KiB of headers), which normally refuse such requests first.
+var DefaultLimits = Limits{
+	MaxHeaders:     512,
+	MaxHeaderBytes: 256 << 10,
+	MaxPathBytes:   64 << 10,
+	MaxQueryParams: 1000,
+	MaxJSONDepth:   100,
+}
+
+func (l *Limits) applyDefaults() {
+	d := DefaultLimits
+	for _, f := range []struct{ v, def *int }{
+		{&l.MaxHeaders, &d.MaxHeaders}, {&l.MaxHeaderBytes, &d.MaxHeaderBytes},
+		{&l.MaxPathBytes, &d.MaxPathBytes}, {&l.MaxQueryParams, &d.MaxQueryParams},
+		{&l.MaxJSONDepth, &d.MaxJSONDepth},
+	} {
+		if *f.v <= 0 {
+			*f.v = *f.def
+		}
+	}
+}
+
 // Options configures a Server.
 type Options struct {
 	Policy   Evaluator     // required
 	Tokens   TokenVerifier // nil: no JWT providers, input.jwt is never set
 	ClientIP IPResolver    // nil: the peer address
 	// FailStatus is the HTTP status of the denial answered when the policy
-	// cannot decide. Default 403.
+	// cannot decide. Default DefaultFailStatus.
 	FailStatus int
 	// DryRun evaluates and logs, but always allows.
 	DryRun bool
@@ -66,6 +118,8 @@ type Options struct {
 	// most MaxParseBodyBytes (default DefaultMaxParseBodyBytes).
 	ParseBody         bool
 	MaxParseBodyBytes int
+	// Limits bound each request; zero fields take DefaultLimits.
+	Limits Limits
 	// DecisionLog receives one record per decision; nil disables it.
 	DecisionLog *slog.Logger
 	// Logger receives operational messages; nil discards them.
@@ -87,7 +141,7 @@ func New(opts Options) (*Server, error) {
 		return nil, errors.New("authz: a policy evaluator is required")
 	}
 	if opts.FailStatus == 0 {
-		opts.FailStatus = 403
+		opts.FailStatus = DefaultFailStatus
 	}
 	if opts.MaxParseBodyBytes == 0 {
 		opts.MaxParseBodyBytes = DefaultMaxParseBodyBytes
@@ -95,6 +149,7 @@ func New(opts Options) (*Server, error) {
 	if !opts.ParseBody {
 		opts.MaxParseBodyBytes = 0
 	}
+	opts.Limits.applyDefaults()
 	if opts.ClientIP == nil {
 		r, err := clientip.New(clientip.Options{Source: clientip.SourcePeer})
 		if err != nil {
@@ -114,6 +169,7 @@ func New(opts Options) (*Server, error) {
 
 // outcome is what one Check decided, for the response and the decision log.
 type outcome struct {
+	id       string
 	decision policy.Decision
 	reason   string
 	err      error
@@ -129,16 +185,17 @@ type outcome struct {
 // Envoy's failure_mode_allow never gets to decide.
 func (s *Server) Check(ctx context.Context, req *authv3.CheckRequest) (resp *authv3.CheckResponse, err error) {
 	start := time.Now()
-	var out outcome
+	out := outcome{id: newDecisionID()}
 	defer func() {
 		// Last line of defence: a bug must not crash the server or let the
 		// request through. Deny, and say why in the log.
 		if r := recover(); r != nil {
-			s.opts.Logger.Error("panic in Check, denying", "panic", fmt.Sprint(r))
-			out = outcome{reason: ReasonInternal, err: fmt.Errorf("panic: %v", r), req: out.req}
+			s.opts.Logger.Error("panic in Check, denying", "panic", fmt.Sprint(r), "decision_id", out.id)
+			out = outcome{id: out.id, reason: ReasonInternal, err: fmt.Errorf("panic: %v", r), req: out.req}
 			resp, err = s.deny(s.opts.FailStatus, ReasonInternal), nil
 		}
-		s.logDecision(out, resp, time.Since(start))
+		s.stamp(resp, out.id)
+		s.logDecision(&out, resp, time.Since(start))
 	}()
 	resp = s.decide(ctx, req, &out)
 	if s.opts.DryRun && resp.GetStatus().GetCode() != 0 {
@@ -153,35 +210,27 @@ func (s *Server) Check(ctx context.Context, req *authv3.CheckRequest) (resp *aut
 // decide establishes the facts, evaluates the policy and maps its decision;
 // out collects what the decision log needs.
 func (s *Server) decide(ctx context.Context, req *authv3.CheckRequest, out *outcome) *authv3.CheckResponse {
-	r, err := newRequest(req)
+	r, err := newRequest(req, &s.opts.Limits)
 	if err != nil {
-		out.err, out.reason = err, ReasonBadRequest
-		return s.badRequest(err)
+		return s.refuse(err, out)
 	}
+	r.maxParseBody, r.maxJSONDepth = s.opts.MaxParseBodyBytes, s.opts.Limits.MaxJSONDepth
 	out.req = r
 	out.ip = s.opts.ClientIP.Resolve(r.peer, r.headers)
 	if s.opts.Tokens != nil {
 		out.token = s.opts.Tokens.Verify(ctx, jwt.Request{Headers: r.headers, Query: r.query})
 	}
-	input, err := buildInput(r, out.ip, out.token, s.opts.MaxParseBodyBytes)
+	dec, err := s.opts.Policy.Decide(ctx, r.buildFacts(out.ip, out.token), r)
+	out.decision.Revision = dec.Revision // the revision that evaluated, even on failure
 	if err != nil {
-		out.err, out.reason = err, ReasonBadRequest
-		if !errors.Is(err, errBadRequest) {
-			out.reason = ReasonInternal
-			return s.deny(s.opts.FailStatus, ReasonInternal)
-		}
-		return s.badRequest(err)
-	}
-	dec, err := s.opts.Policy.Eval(ctx, input)
-	if err != nil {
-		// Fail closed: an undefined decision, a bad result or a runtime error
-		// denies with the configured status instead of a gRPC error.
-		out.err, out.reason = err, policy.ReasonError
 		var ee *policy.EvalError
-		if errors.As(err, &ee) {
-			out.reason = ee.Reason
+		if !errors.As(err, &ee) {
+			return s.refuse(err, out)
 		}
-		out.decision.Revision = s.opts.Policy.Revision()
+		// Fail closed: an undefined decision, a bad result, a runtime error
+		// or a timeout denies with the configured status instead of a gRPC
+		// error.
+		out.err, out.reason = err, ee.Reason
 		return s.deny(s.opts.FailStatus, out.reason)
 	}
 	out.decision, out.reason = dec, dec.Reason
@@ -191,9 +240,33 @@ func (s *Server) decide(ctx context.Context, req *authv3.CheckRequest, out *outc
 	return s.denied(dec)
 }
 
+// refuse answers a request Gatehouse cannot or will not decide on: 400 for
+// an unparsable one, 431/414 for one over a limit, and the fail status for
+// anything else (fail closed).
+func (s *Server) refuse(err error, out *outcome) *authv3.CheckResponse {
+	out.err = err
+	var le *limitError
+	switch {
+	case errors.As(err, &le):
+		out.reason = ReasonRequestTooLarge
+		return deniedResponse(le.Status, ReasonRequestTooLarge, jsonContentType, errorBody(le.Status, ReasonRequestTooLarge, le.What))
+	case errors.Is(err, errBadRequest):
+		out.reason = ReasonBadRequest
+		return s.badRequest(err)
+	}
+	out.reason = ReasonInternal
+	return s.deny(s.opts.FailStatus, ReasonInternal)
+}
+
+// newDecisionID is a random 64-bit id in hex: unique enough to find one
+// decision log line, cheap enough for every check.
+func newDecisionID() string {
+	return strconv.FormatUint(rand.Uint64(), 16)
+}
+
 // logDecision writes the decision log line. The authorization header, the
 // token and the query string (which may carry a token) are never logged.
-func (s *Server) logDecision(out outcome, resp *authv3.CheckResponse, took time.Duration) {
+func (s *Server) logDecision(out *outcome, resp *authv3.CheckResponse, took time.Duration) {
 	l := s.opts.DecisionLog
 	if l == nil {
 		return
@@ -205,7 +278,7 @@ func (s *Server) logDecision(out outcome, resp *authv3.CheckResponse, took time.
 	}
 	attrs := make([]slog.Attr, 0, 20)
 	attrs = append(attrs,
-		slog.String("decision_id", strconv.FormatUint(rand.Uint64(), 16)),
+		slog.String("decision_id", out.id),
 		slog.Bool("allowed", allowed),
 		slog.Int("status", status),
 		slog.String("reason", out.reason),
@@ -227,7 +300,7 @@ func (s *Server) logDecision(out outcome, resp *authv3.CheckResponse, took time.
 			slog.String("request_id", r.headers["x-request-id"]),
 			slog.String("method", http.GetMethod()),
 			slog.String("host", http.GetHost()),
-			slog.String("path", r.path),
+			slog.String("path", r.rawPath),
 			slog.String("client_ip", addrString(out.ip)),
 			slog.String("client_ip_source", out.ip.Source),
 		)

@@ -20,6 +20,17 @@ type Config struct {
 	Bypass   Bypass      `yaml:"bypass"`
 	Headers  HeaderRules `yaml:"headers"`
 	Log      Log         `yaml:"log"`
+	Limits   Limits      `yaml:"limits"`
+}
+
+// Limits bound what one request can make Gatehouse do; 0 means the default
+// (docs/configuration.md lists them).
+type Limits struct {
+	MaxHeaders     int `yaml:"max_headers"`
+	MaxHeaderBytes int `yaml:"max_header_bytes"`
+	MaxPathBytes   int `yaml:"max_path_bytes"`
+	MaxQueryParams int `yaml:"max_query_params"`
+	MaxJSONDepth   int `yaml:"max_json_depth"`
 }
 
 // Listen holds the listener addresses.
@@ -61,6 +72,9 @@ type Policy struct {
 	// StrictBuiltinErrors turns a Rego built-in function's error into a failed
 	// evaluation (a denial with policy_error). Default false, as in OPA.
 	StrictBuiltinErrors bool `yaml:"strict_builtin_errors"`
+	// EvalTimeout bounds one evaluation of a custom policy; past it the
+	// request is denied with policy_timeout. Default 1s.
+	EvalTimeout Duration `yaml:"eval_timeout"`
 }
 
 // JWT configures token verification.

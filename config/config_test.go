@@ -16,7 +16,7 @@ func TestDefaults(t *testing.T) {
 	if c.Listen.GRPC != ":9191" || c.Listen.HTTP != ":8181" {
 		t.Errorf("listen = %+v", c.Listen)
 	}
-	if c.Policy.Decision != "envoy/authz/allow" || c.Policy.RegoVersion != "v1" || c.Policy.FailStatus != 403 {
+	if c.Policy.Decision != "" || c.Policy.RegoVersion != "v1" || c.Policy.FailStatus != 0 { // "" and 0: the policy and authz packages own those defaults
 		t.Errorf("policy = %+v", c.Policy)
 	}
 	if len(c.Policy.Paths) != 0 || !*c.Policy.Watch || !*c.Policy.ParseBody || c.Policy.DryRun {
@@ -80,7 +80,7 @@ headers:
 	if !c.Policy.DryRun || c.Policy.RegoVersion != "v0" || c.Policy.FailStatus != 500 {
 		t.Errorf("policy = %+v", c.Policy)
 	}
-	d := c.PolicyData()
+	d := c.Rules().Data()
 	h := d["headers"].(map[string]any)
 	if got := h["require"].([]any)[0].(map[string]any)["name"]; got != "x-tenant-id" {
 		t.Errorf("header names must be lower-cased in policy data, got %v", got)
@@ -93,8 +93,8 @@ headers:
 	}
 }
 
-func TestPolicyDataListsAlwaysPresent(t *testing.T) {
-	d := Default().PolicyData()
+func TestRulesDataListsAlwaysPresent(t *testing.T) {
+	d := Default().Rules().Data()
 	h := d["headers"].(map[string]any)
 	for _, k := range []string{"require", "deny", "allow_values", "rules_for"} {
 		if v, ok := h[k].([]any); !ok || v == nil {

@@ -23,13 +23,8 @@ import (
 const (
 	DefaultGRPCAddr        = ":9191"
 	DefaultHTTPAddr        = ":8181"
-	DefaultDecision        = "envoy/authz/allow"
 	DefaultMaxRecvMsgBytes = 4 << 20
 	DefaultShutdownGrace   = 15 * time.Second
-	DefaultFailStatus      = 403
-	// DefaultMaxParseBodyBytes bounds parsed_body: parsing costs tens of
-	// times a body's size in memory.
-	DefaultMaxParseBodyBytes = 256 << 10
 )
 
 // Default returns the configuration used when no file is given.
@@ -52,23 +47,14 @@ func (c *Config) applyDefaults() {
 	if c.GRPC.ShutdownGrace == 0 {
 		c.GRPC.ShutdownGrace = Duration(DefaultShutdownGrace)
 	}
-	if c.Policy.Decision == "" {
-		c.Policy.Decision = DefaultDecision
-	}
 	if c.Policy.RegoVersion == "" {
 		c.Policy.RegoVersion = "v1"
-	}
-	if c.Policy.FailStatus == 0 {
-		c.Policy.FailStatus = DefaultFailStatus
 	}
 	if c.Policy.Watch == nil {
 		c.Policy.Watch = ptr(true)
 	}
 	if c.Policy.ParseBody == nil {
 		c.Policy.ParseBody = ptr(true)
-	}
-	if c.Policy.MaxParseBodyBytes == 0 {
-		c.Policy.MaxParseBodyBytes = DefaultMaxParseBodyBytes
 	}
 	if c.ClientIP.Source == "" {
 		c.ClientIP.Source = "peer"
@@ -273,20 +259,35 @@ func (c *Config) Validate() error {
 			return fmt.Errorf("policy.paths[%d]: %q does not exist; create it or remove it from policy.paths (an empty list runs the embedded default policy)", i, p)
 		}
 	}
-	if !validDecision(c.Policy.Decision) {
+	if c.Policy.Decision != "" && !validDecision(c.Policy.Decision) {
 		return fmt.Errorf("policy.decision: %q is not a rule path; use a path like envoy/authz/allow", c.Policy.Decision)
 	}
 	if c.Policy.RegoVersion != "v0" && c.Policy.RegoVersion != "v1" {
 		return fmt.Errorf("policy.rego_version: %q is not v0 or v1; use v1 (OPA 1.x syntax, the default) or v0 for policies written before OPA 1.0", c.Policy.RegoVersion)
 	}
 	if c.Policy.MaxParseBodyBytes < 0 {
-		return fmt.Errorf("policy.max_parse_body_bytes: must not be negative (default %d)", DefaultMaxParseBodyBytes)
+		return fmt.Errorf("policy.max_parse_body_bytes: must not be negative (0 means the default, 262144)")
 	}
-	if c.Policy.FailStatus < 400 || c.Policy.FailStatus > 599 {
+	if c.Policy.FailStatus != 0 && (c.Policy.FailStatus < 400 || c.Policy.FailStatus > 599) {
 		return fmt.Errorf("policy.fail_status: %d is not an HTTP error status; use a code from 400 to 599 (default 403)", c.Policy.FailStatus)
 	}
 	if c.JWT.ClockSkew < 0 || c.JWT.ClockSkew.D() > time.Hour {
 		return fmt.Errorf("jwt.clock_skew: %s is out of range; use a duration from 0s to 1h (default 60s)", c.JWT.ClockSkew.D())
+	}
+	if c.Policy.EvalTimeout < 0 {
+		return fmt.Errorf("policy.eval_timeout: must not be negative (e.g. 1s, the default)")
+	}
+	for _, l := range []struct {
+		key string
+		v   int
+	}{
+		{"limits.max_headers", c.Limits.MaxHeaders}, {"limits.max_header_bytes", c.Limits.MaxHeaderBytes},
+		{"limits.max_path_bytes", c.Limits.MaxPathBytes}, {"limits.max_query_params", c.Limits.MaxQueryParams},
+		{"limits.max_json_depth", c.Limits.MaxJSONDepth},
+	} {
+		if l.v < 0 {
+			return fmt.Errorf("%s: must not be negative (0 means the default; docs/configuration.md lists them)", l.key)
+		}
 	}
 	if c.JWT.MaxTokenBytes < 0 {
 		return fmt.Errorf("jwt.max_token_bytes: must not be negative (default 8192)")

@@ -19,6 +19,9 @@ const (
 	// ReasonError means evaluation failed: a runtime or built-in error,
 	// conflicting rule outputs, or a cancelled request context.
 	ReasonError = "policy_error"
+	// ReasonTimeout means evaluation ran past its deadline (the server's
+	// evaluation deadline or the one the client sent) and was cut off.
+	ReasonTimeout = "policy_timeout"
 )
 
 // EvalError is the error Eval returns when the policy produced no usable
@@ -331,4 +334,26 @@ func structList(key string, l termList) ([]any, error) {
 		return err != nil
 	})
 	return out, err
+}
+
+// value is d as the result document the embedded Rego decision gives
+// (allowed, reason, bypass; http_status, headers and body on denials): what
+// a custom policy reads at input.gatehouse.decision.
+func (d Decision) value() ast.Object {
+	obj := ast.NewObject(
+		ast.Item(ast.InternedTerm(keyAllowed), ast.InternedTerm(d.Allowed)),
+		ast.Item(ast.InternedTerm(keyReason), ast.StringTerm(d.Reason)),
+	)
+	if d.Allowed {
+		obj.Insert(ast.InternedTerm(keyBypass), ast.InternedTerm(d.Bypass))
+		return obj
+	}
+	headers := ast.NewObject()
+	for _, h := range d.Headers {
+		headers.Insert(ast.StringTerm(h.Key), ast.StringTerm(h.Value))
+	}
+	obj.Insert(ast.InternedTerm(keyHTTPStatus), ast.InternedTerm(d.HTTPStatus))
+	obj.Insert(ast.InternedTerm(keyHeaders), ast.NewTerm(headers))
+	obj.Insert(ast.InternedTerm(keyBody), ast.StringTerm(d.Body))
+	return obj
 }

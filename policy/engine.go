@@ -11,9 +11,11 @@ import (
 	"fmt"
 	"io"
 	"log/slog"
+	"slices"
 	"strings"
 	"sync"
 	"sync/atomic"
+	"time"
 
 	"github.com/open-policy-agent/opa/v1/ast"
 	"github.com/open-policy-agent/opa/v1/rego"
@@ -22,8 +24,16 @@ import (
 	"github.com/open-policy-agent/opa/v1/topdown/print"
 )
 
-// defaultDecision is OPA-Envoy's default decision path.
-const defaultDecision = "envoy/authz/allow"
+// DefaultDecision is OPA-Envoy's default decision path.
+const DefaultDecision = "envoy/authz/allow"
+
+// DefaultEvalTimeout bounds one Rego evaluation unless Options.EvalTimeout
+// says otherwise.
+const DefaultEvalTimeout = time.Second
+
+// nativeDecisions are the decision paths whose answer, without policy paths,
+// is the embedded default decision, which the native decision computes.
+var nativeDecisions = []string{"data.envoy.authz.allow", "data.gatehouse.authz.decision"}
 
 // Options configures an Engine.
 type Options struct {
@@ -38,8 +48,12 @@ type Options struct {
 	// RegoVersion is the syntax of the modules under Paths: "v1" (default) or
 	// "v0" for policies written before OPA 1.0.
 	RegoVersion string
-	// Config is placed at data.gatehouse.config, merged with the data files;
-	// a value set by both is an error.
+	// Rules are the configured decision's settings, placed at
+	// data.gatehouse.config. Without Paths (the embedded default policy), the
+	// decision is computed natively from them, without OPA (see Decide).
+	Rules *Rules
+	// Config is placed at data.gatehouse.config when Rules is nil, merged
+	// with the data files; a value set by both is an error.
 	Config map[string]any
 	// Logger receives reload outcomes and warnings; nil discards them.
 	Logger *slog.Logger
@@ -48,6 +62,11 @@ type Options struct {
 	// denial with ReasonError. Off by default, as in OPA and OPA-Envoy, where
 	// such an error only makes its expression undefined.
 	StrictBuiltinErrors bool
+	// EvalTimeout bounds one evaluation (a policy looping over a large data
+	// set, a slow http.send): past it the evaluation is cut off and the
+	// request denied with ReasonTimeout. The client's own deadline applies
+	// too when shorter. 0 means DefaultEvalTimeout; negative, none.
+	EvalTimeout time.Duration
 }
 
 // Engine evaluates the current revision of a policy. It is safe for
@@ -59,6 +78,8 @@ type Engine struct {
 	config   map[string]any
 	logger   *slog.Logger
 	strict   bool
+	rules    *Rules
+	timeout  time.Duration
 
 	reloadMu sync.Mutex // serializes builds; Eval does not take it
 	current  atomic.Pointer[revision]
@@ -69,6 +90,12 @@ type revision struct {
 	hash  string
 	query rego.PreparedEvalQuery
 	cidrs *cidrCache
+	// rules is the configured decision compiled natively (nil without
+	// Options.Rules). When native is set, it decides instead of OPA.
+	rules  *native
+	native bool
+	// need is the part of the input the policy can read.
+	need *Need
 }
 
 // New loads, compiles and prepares the first revision. A policy that does not
@@ -93,6 +120,15 @@ func New(ctx context.Context, opts Options) (*Engine, error) {
 		config:   opts.Config,
 		logger:   logger,
 		strict:   opts.StrictBuiltinErrors,
+		timeout:  opts.EvalTimeout,
+	}
+	if e.timeout == 0 {
+		e.timeout = DefaultEvalTimeout
+	}
+	if opts.Rules != nil {
+		rules := *opts.Rules
+		e.rules = &rules
+		e.config = rules.Data()
 	}
 	rev, _, err := e.build(ctx, "")
 	if err != nil {
@@ -208,7 +244,14 @@ func (e *Engine) build(ctx context.Context, current string) (rev *revision, chan
 	if err != nil {
 		return nil, false, fmt.Errorf("prepare %s: %w", e.decision, withLocations(err))
 	}
-	return &revision{hash: hash, query: pq, cidrs: cidrs}, true, nil
+	rev = &revision{hash: hash, query: pq, cidrs: cidrs, need: inputNeed(compiler, len(e.paths) > 0)}
+	if e.rules != nil {
+		if rev.rules, err = compileNative(*e.rules); err != nil {
+			return nil, false, err
+		}
+		rev.native = len(e.paths) == 0 && slices.Contains(nativeDecisions, e.decision.String())
+	}
+	return rev, true, nil
 }
 
 // newCompiler returns a compiler that knows Gatehouse's built-in. print() is
@@ -222,15 +265,60 @@ func newCompiler(version ast.RegoVersion, enablePrint bool) *ast.Compiler {
 		WithEnablePrintStatements(enablePrint)
 }
 
-// Eval evaluates the decision for input, which is the policy input document
-// as an AST value (see InputFromJSON, or build it with ast.NewObject). The
-// request's ctx bounds the evaluation. A failed evaluation returns an
-// *EvalError and a Decision that is zero apart from Revision; the caller must
-// deny (fail closed).
-func (e *Engine) Eval(ctx context.Context, input ast.Value) (Decision, error) {
+// InputBuilder builds the OPA input document for one request. need says
+// which parts the active policy can read: a top-level key k for which
+// need.Child(k) is nil may be left out (need is nil-safe).
+type InputBuilder interface {
+	BuildInput(need *Need) (ast.Object, error)
+}
+
+// Decide answers one request. Without policy paths the configured decision
+// runs natively on facts: no input is built and OPA does not run. With a
+// custom policy, input builds only what the policy can read, and OPA
+// evaluates it; the natively computed configured decision is offered as
+// input.gatehouse.decision when the policy reads it. An error from input is
+// returned as is (the caller knows its kinds); an evaluation failure is an
+// *EvalError, and the Decision carries the revision that evaluated.
+func (e *Engine) Decide(ctx context.Context, facts *Facts, input InputBuilder) (Decision, error) {
 	rev := e.current.Load()
+	if rev.native {
+		d := rev.rules.decide(facts)
+		d.Revision = rev.hash
+		return d, nil
+	}
+	in, err := input.BuildInput(rev.need)
+	if err != nil {
+		return Decision{Revision: rev.hash}, err
+	}
+	if rev.rules != nil && rev.need.Child(inputKeyGatehouse).Child("decision") != nil {
+		d := rev.rules.decide(facts)
+		in.Insert(ast.InternedTerm(inputKeyGatehouse), ast.NewTerm(ast.NewObject(
+			ast.Item(ast.InternedTerm("decision"), ast.NewTerm(d.value())))))
+	}
+	return e.eval(ctx, rev, in)
+}
+
+// Native reports whether the active revision decides natively.
+func (e *Engine) Native() bool { return e.current.Load().native }
+
+// Eval evaluates the decision for input with OPA, whatever the revision (the
+// native decision is not used: Eval is the Rego specification's answer).
+// input is the policy input document as an AST value (see InputFromJSON, or
+// build it with ast.NewObject). The request's ctx bounds the evaluation. A
+// failed evaluation returns an *EvalError and a Decision that is zero apart
+// from Revision; the caller must deny (fail closed).
+func (e *Engine) Eval(ctx context.Context, input ast.Value) (Decision, error) {
+	return e.eval(ctx, e.current.Load(), input)
+}
+
+func (e *Engine) eval(ctx context.Context, rev *revision, input ast.Value) (Decision, error) {
 	if err := ctx.Err(); err != nil {
-		return Decision{Revision: rev.hash}, &EvalError{Reason: ReasonError, Err: err}
+		return Decision{Revision: rev.hash}, &EvalError{Reason: ctxReason(err), Err: err}
+	}
+	if e.timeout > 0 {
+		var cancel context.CancelFunc
+		ctx, cancel = context.WithTimeout(ctx, e.timeout)
+		defer cancel()
 	}
 	// Cancel through a callback rather than the goroutine rego starts per
 	// evaluation when no external cancel is given.
@@ -239,10 +327,12 @@ func (e *Engine) Eval(ctx context.Context, input ast.Value) (Decision, error) {
 	rs, err := rev.query.Eval(ctx, rego.EvalParsedInput(input), rego.EvalExternalCancel(cancel))
 	stop()
 	if err != nil {
+		reason := ReasonError
 		if ctxErr := ctx.Err(); ctxErr != nil {
+			reason = ctxReason(ctxErr)
 			err = fmt.Errorf("%w: %w", ctxErr, err)
 		}
-		return Decision{Revision: rev.hash}, &EvalError{Reason: ReasonError, Err: err}
+		return Decision{Revision: rev.hash}, &EvalError{Reason: reason, Err: err}
 	}
 	switch {
 	case len(rs) == 0:
@@ -265,12 +355,21 @@ func (e *Engine) Eval(ctx context.Context, input ast.Value) (Decision, error) {
 	return d, nil
 }
 
+// ctxReason tells a deadline (the evaluation took too long) from a request
+// the client gave up on.
+func ctxReason(err error) string {
+	if errors.Is(err, context.DeadlineExceeded) {
+		return ReasonTimeout
+	}
+	return ReasonError
+}
+
 // parseDecisionPath turns "envoy/authz/allow", "envoy.authz.allow" or
 // "data.envoy.authz.allow" into the ref data.envoy.authz.allow.
 func parseDecisionPath(s string) (ast.Ref, error) {
 	p := strings.TrimSpace(s)
 	if p == "" {
-		p = defaultDecision
+		p = DefaultDecision
 	}
 	sep := "."
 	if strings.Contains(p, "/") {

@@ -267,7 +267,7 @@ allow if {
 		defer cancel()
 		start := time.Now()
 		_, err := e.Eval(ctx, mustInput(t, `{}`))
-		if evalReason(t, err) != ReasonError || !errors.Is(err, context.DeadlineExceeded) {
+		if evalReason(t, err) != ReasonTimeout || !errors.Is(err, context.DeadlineExceeded) {
 			t.Errorf("err = %v", err)
 		}
 		if elapsed := time.Since(start); elapsed > 10*time.Second {

@@ -46,11 +46,13 @@ type parts struct {
 }
 
 func build(ctx context.Context, cfg *config.Config, file string, logger *slog.Logger) (*parts, error) {
+	rules := cfg.Rules()
 	engine, err := policy.New(ctx, policy.Options{
 		Paths:       cfg.Policy.Paths,
 		Decision:    cfg.Policy.Decision,
 		RegoVersion: cfg.Policy.RegoVersion,
-		Config:      cfg.PolicyData(),
+		Rules:       &rules,
+		EvalTimeout: cfg.Policy.EvalTimeout.D(),
 		Logger:      logger.With("component", "policy"),
 
 		StrictBuiltinErrors: cfg.Policy.StrictBuiltinErrors,
@@ -74,7 +76,14 @@ func build(ctx context.Context, cfg *config.Config, file string, logger *slog.Lo
 		ParseBody:  *cfg.Policy.ParseBody,
 
 		MaxParseBodyBytes: cfg.Policy.MaxParseBodyBytes,
-		Logger:            logger.With("component", "authz"),
+		Limits: authz.Limits{
+			MaxHeaders:     cfg.Limits.MaxHeaders,
+			MaxHeaderBytes: cfg.Limits.MaxHeaderBytes,
+			MaxPathBytes:   cfg.Limits.MaxPathBytes,
+			MaxQueryParams: cfg.Limits.MaxQueryParams,
+			MaxJSONDepth:   cfg.Limits.MaxJSONDepth,
+		},
+		Logger: logger.With("component", "authz"),
 	}
 	if len(cfg.JWT.Providers) > 0 {
 		opts.Tokens = tokens

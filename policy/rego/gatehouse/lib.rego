@@ -12,11 +12,17 @@ package gatehouse.lib
 # lower-cases header names, so this is a single map lookup.
 header(name) := input.attributes.request.http.headers[lower(name)]
 
-# request_path is the request path without the query string, as sent (not
-# percent-decoded; input.parsed_path has the decoded segments).
+# request_path is the request path without the query string and fragment, as
+# sent (not percent-decoded; input.parsed_path has the decoded segments).
+# Gatehouse establishes it once, in Go, as input.request_path (from http.path,
+# or :path when http.path is empty), so parsed_path and every rule read the
+# same path. Inputs built elsewhere (tests, `gatehousectl policy eval`) fall
+# back to http.path.
 default request_path := ""
 
-request_path := split(input.attributes.request.http.path, "?")[0]
+request_path := input.request_path if {
+	is_string(input.request_path)
+} else := split(split(input.attributes.request.http.path, "?")[0], "#")[0]
 
 # request_host is the requested host, lower-cased, without port or trailing dot.
 default request_host := ""
@@ -35,7 +41,9 @@ normalize_host(h) := lower(substring(h, 0, indexof(h, "]") + 1)) if {
 } else := trim_suffix(lower(split(h, ":")[0]), ".")
 
 # path_has_prefix(path, prefix) compares whole segments: "/api" matches "/api"
-# and "/api/v1", not "/apiary". A prefix ending in "/" matches what starts with it.
+# and "/api/v1", not "/apiary". A prefix ending in "/" matches what starts with
+# it. This is the narrow reading, used for bypass.paths (a permission); scoped
+# rules (restrictions) use scope_prefix_matches, which is wider.
 path_has_prefix(path, prefix) if path == prefix
 
 path_has_prefix(path, prefix) if {
@@ -126,7 +134,9 @@ _require_failure(r, name) := "header_required" if {
 }
 
 # allow_values_violations(rules): when the header is present, each of its
-# comma-separated values (trimmed) must be one of the rule's values.
+# comma-separated values must be one of the rule's values. Only what HTTP
+# itself strips around list elements (spaces and tabs) is trimmed: any other
+# character, Unicode spaces included, reaches the upstream and so must match.
 allow_values_violations(rules) := [_violation("header_value_not_allowed", r.name) |
 	some r in rules
 	value := _headers[lower(r.name)]
@@ -136,7 +146,7 @@ allow_values_violations(rules) := [_violation("header_value_not_allowed", r.name
 _has_disallowed_value(value, allowed) if {
 	not value in allowed # fast path: a single allowed value
 	some part in split(value, ",")
-	not trim_space(part) in allowed
+	not trim(part, " \t") in allowed
 }
 
 _violation(kind, name) := {"header": lower(name), "reason": concat(":", [kind, lower(name)])}
@@ -171,6 +181,13 @@ _prefix_matches("")
 _prefix_matches(p) if {
 	p != ""
 	path_has_prefix(lower(request_path), lower(p))
+}
+
+# A scope prefix ending in "/" also covers the path without that slash: most
+# upstreams serve "/internal" like "/internal/", so "/internal/"'s rules apply.
+_prefix_matches(p) if {
+	endswith(p, "/")
+	lower(request_path) == lower(trim_suffix(p, "/"))
 }
 
 _prefix_matches(p) if {

@@ -36,6 +36,15 @@ test_request_path_strips_query if {
 	lib.request_path == "/" with input as request("/", "example.com", {})
 }
 
+test_request_path_prefers_gatehouse_fact if {
+	req := object.union(request("", "example.com", {":path": "/admin#x"}), {"request_path": "/admin"})
+	lib.request_path == "/admin" with input as req
+}
+
+test_request_path_strips_fragment_without_fact if {
+	lib.request_path == "/a" with input as request("/a#frag?x", "example.com", {})
+}
+
 test_request_path_default_when_absent if {
 	lib.request_path == "" with input as {}
 }
@@ -219,6 +228,14 @@ test_allow_values_violations if {
 	] with input as req
 }
 
+test_allow_values_trims_only_http_whitespace if {
+	rules := [{"name": "x-env", "values": ["prod", "staging"]}]
+	lib.allow_values_violations(rules) == [] with input as request("/", "example.com", {"x-env": "prod,\tstaging "})
+	count(lib.allow_values_violations(rules)) == 1 with input as request("/", "example.com", {"x-env": "prod\u00a0"})
+	count(lib.allow_values_violations(rules)) == 1 with input as request("/", "example.com", {"x-env": "staging, prod\u2003"})
+	count(lib.allow_values_violations(rules)) == 1 with input as request("/", "example.com", {"x-env": "prod\n"})
+}
+
 test_allow_values_exact_match if {
 	rules := [{"name": "x-env", "values": ["prod"]}]
 	lib.allow_values_violations(rules) == [] with input as request("/", "example.com", {"x-env": " prod "})
@@ -233,6 +250,7 @@ scoped_config := object.union(config, {"headers": {"rules_for": [
 	{"host": "", "path_prefix": "/reports", "deny": [{"name": "x-export"}]},
 	{"host": "api.example.com", "path_prefix": ""},
 	{"host": "", "path_prefix": ""},
+	{"host": "", "path_prefix": "/internal/", "deny": [{"name": "x-any"}]},
 ]}})
 
 scope_indexes(req) := [i |
@@ -246,12 +264,15 @@ test_scope_host_and_prefix if {
 	scope_indexes(request("/administrator", "admin.example.com", {})) == [3]
 	scope_indexes(request("/admin/users", "api.example.com", {})) == [2, 3]
 	scope_indexes(request("/reports/q1", "other.example.com", {})) == [1, 3]
+	scope_indexes(request("/internal", "other.example.com", {})) == [3, 4]
+	scope_indexes(request("/Internal/x", "other.example.com", {})) == [3, 4]
+	scope_indexes(request("/internals", "other.example.com", {})) == [3]
 }
 
 test_scope_ambiguous_path_matches_every_prefix_of_its_host if {
-	scope_indexes(request("/public/../admin/users", "admin.example.com", {})) == [0, 1, 3]
-	scope_indexes(request("//admin", "admin.example.com", {})) == [0, 1, 3]
-	scope_indexes(request("//admin", "api.example.com", {})) == [1, 2, 3]
+	scope_indexes(request("/public/../admin/users", "admin.example.com", {})) == [0, 1, 3, 4]
+	scope_indexes(request("//admin", "admin.example.com", {})) == [0, 1, 3, 4]
+	scope_indexes(request("//admin", "api.example.com", {})) == [1, 2, 3, 4]
 }
 
 test_scoped_rules_keep_config_order if {

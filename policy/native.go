@@ -1,0 +1,403 @@
+package policy
+
+import (
+	"encoding/json"
+	"fmt"
+	"net/netip"
+	"regexp"
+	"strings"
+
+	"github.com/gatehouse-dev/gatehouse/internal/ipset"
+)
+
+// Facts are what Go established about one request: everything the configured
+// decision reads. The native decision reads them directly; the Rego
+// specification reads the same facts from the policy input (request_path,
+// attributes.request.http.headers and host, client_ip, client_ip_fallback,
+// jwt).
+type Facts struct {
+	// Headers are the request headers with lower-case names, repeated headers
+	// comma-joined as Envoy sends them.
+	Headers map[string]string
+	// Path is the request path as sent (not percent-decoded), without the
+	// query string and fragment: input.request_path.
+	Path string
+	// Host is attributes.request.http.host, or the :authority header when
+	// that is empty.
+	Host string
+	// ClientIP is the resolved client address; invalid when unknown.
+	ClientIP netip.Addr
+	// ClientIPFallback names why the configured client IP source could not be
+	// used ("" when it could).
+	ClientIPFallback string
+	// Token is the verdict on the request's token; nil when none was
+	// presented (input.jwt absent).
+	Token *TokenFacts
+}
+
+// TokenFacts is the verdict on a presented token.
+type TokenFacts struct {
+	Valid bool
+	// Error is "" when Valid, otherwise the verifier's reason (expired, ...).
+	Error string
+}
+
+// Reasons of the configured decision (docs/policies.md has the table).
+const (
+	ReasonTrustedIP    = "trusted_ip"
+	ReasonTokenValid   = "token_valid"
+	ReasonTokenMissing = "token_missing"
+	// Denials by a header rule are "<kind>:<header name>".
+	KindHeaderDenied         = "header_denied"
+	KindHeaderRequired       = "header_required"
+	KindHeaderInvalid        = "header_invalid"
+	KindHeaderValueNotAllowed = "header_value_not_allowed"
+)
+
+// native is the configured decision compiled from Rules: the decision
+// data.gatehouse.authz.decision specifies in Rego, evaluated by Go with
+// everything that can be prepared (CIDR sets, lower-cased names, compiled
+// regexes, normalised hosts and prefixes) prepared once per revision. The
+// differential tests prove it answers exactly as the Rego does.
+type native struct {
+	trusted     *ipset.Set
+	bypassPaths []string
+	global      headerRules
+	scoped      []scopedRules
+	noProviders bool
+}
+
+type headerRules struct {
+	deny    []matchRule
+	require []matchRule
+	allow   []allowRule
+}
+
+type matchRule struct {
+	name string
+	re   *regexp.Regexp // nil: no regex
+	// Reasons, precomputed: deny uses denied; require uses required/invalid.
+	denied, required, invalid string
+}
+
+type allowRule struct {
+	name   string
+	values []string
+	reason string
+}
+
+type scopedRules struct {
+	host   string // normalised; "" = any host
+	prefix string // lower-cased; "" = any path
+	rules  headerRules
+}
+
+// compileNative prepares r. Every regex must compile (configuration
+// validation already said which one does not).
+func compileNative(r Rules) (*native, error) {
+	trusted, err := ipset.New(r.TrustedCIDRs)
+	if err != nil {
+		return nil, fmt.Errorf("bypass.trusted_cidrs: %w", err)
+	}
+	n := &native{trusted: trusted, bypassPaths: r.BypassPaths, noProviders: len(r.Providers) == 0}
+	if n.global, err = compileHeaderRules(r.Require, r.Deny, r.AllowValues); err != nil {
+		return nil, err
+	}
+	for _, s := range r.RulesFor {
+		rules, err := compileHeaderRules(s.Require, s.Deny, s.AllowValues)
+		if err != nil {
+			return nil, err
+		}
+		sc := scopedRules{prefix: strings.ToLower(s.PathPrefix), rules: rules}
+		if s.Host != "" {
+			sc.host = normalizeHost(strings.ToLower(s.Host))
+		}
+		n.scoped = append(n.scoped, sc)
+	}
+	return n, nil
+}
+
+func compileHeaderRules(require, deny []HeaderMatch, allow []HeaderValues) (headerRules, error) {
+	var hr headerRules
+	for _, lists := range []struct {
+		in  []HeaderMatch
+		out *[]matchRule
+	}{{deny, &hr.deny}, {require, &hr.require}} {
+		for _, m := range lists.in {
+			name := strings.ToLower(m.Name)
+			mr := matchRule{
+				name:     name,
+				denied:   KindHeaderDenied + ":" + name,
+				required: KindHeaderRequired + ":" + name,
+				invalid:  KindHeaderInvalid + ":" + name,
+			}
+			if m.Regex != "" {
+				re, err := regexp.Compile(m.Regex)
+				if err != nil {
+					return hr, fmt.Errorf("header %s: regex: %w", name, err)
+				}
+				mr.re = re
+			}
+			*lists.out = append(*lists.out, mr)
+		}
+	}
+	for _, a := range allow {
+		name := strings.ToLower(a.Name)
+		hr.allow = append(hr.allow, allowRule{name: name, values: a.Values, reason: KindHeaderValueNotAllowed + ":" + name})
+	}
+	return hr, nil
+}
+
+// decide is the configured decision for f. It follows
+// policy/rego/gatehouse/authz.rego step by step; keep the two in step (the
+// differential tests fail otherwise).
+func (n *native) decide(f *Facts) Decision {
+	host := ""
+	if f.Host != "" {
+		host = normalizeHost(f.Host)
+	}
+	// scopes are the indexes of the rules_for entries that apply.
+	var scopes []int
+	if len(n.scoped) > 0 {
+		lowerPath := strings.ToLower(f.Path)
+		ambiguous := pathAmbiguous(f.Path)
+		for i := range n.scoped {
+			if n.scoped[i].matches(host, lowerPath, ambiguous) {
+				scopes = append(scopes, i)
+			}
+		}
+	}
+
+	// 1. Header deny rules, for everyone.
+	if reason, ok := n.global.denyViolation(f.Headers); ok {
+		return n.denied(f, 403, reason, "")
+	}
+	for _, i := range scopes {
+		if reason, ok := n.scoped[i].rules.denyViolation(f.Headers); ok {
+			return n.denied(f, 403, reason, "")
+		}
+	}
+	// 2. Trusted client IP (and bypass path).
+	if f.ClientIP.IsValid() && n.trusted.Contains(f.ClientIP) && n.bypassPathOK(f.Path) {
+		return Decision{Allowed: true, Bypass: true, Reason: ReasonTrustedIP}
+	}
+	// 3. Token present and valid.
+	if f.Token == nil {
+		return n.denied(f, 401, ReasonTokenMissing, "Bearer realm="+quote(realm(host)))
+	}
+	if !f.Token.Valid {
+		reason, desc := "token_invalid", "invalid"
+		if f.Token.Error != "" {
+			reason, desc = "token_"+f.Token.Error, f.Token.Error
+		}
+		challenge := "Bearer realm=" + quote(realm(host)) + `, error="invalid_token", error_description=` + quote(desc)
+		return n.denied(f, 401, reason, challenge)
+	}
+	// 4. require / allow_values: global, then each matching scope.
+	if reason, ok := n.global.headerViolation(f.Headers); ok {
+		return n.denied(f, 403, reason, "")
+	}
+	for _, i := range scopes {
+		if reason, ok := n.scoped[i].rules.headerViolation(f.Headers); ok {
+			return n.denied(f, 403, reason, "")
+		}
+	}
+	// 5. Allowed.
+	return Decision{Allowed: true, Reason: ReasonTokenValid}
+}
+
+func (n *native) bypassPathOK(path string) bool {
+	if len(n.bypassPaths) == 0 {
+		return true
+	}
+	if pathAmbiguous(path) {
+		return false
+	}
+	for _, p := range n.bypassPaths {
+		if pathHasPrefix(path, p) {
+			return true
+		}
+	}
+	return false
+}
+
+func (s *scopedRules) matches(host, lowerPath string, ambiguous bool) bool {
+	if s.host != "" && s.host != host {
+		return false
+	}
+	if s.prefix == "" || ambiguous || pathHasPrefix(lowerPath, s.prefix) {
+		return true
+	}
+	// A prefix ending in "/" also covers the path without it.
+	return strings.HasSuffix(s.prefix, "/") && lowerPath == s.prefix[:len(s.prefix)-1]
+}
+
+func (hr *headerRules) denyViolation(headers map[string]string) (string, bool) {
+	for i := range hr.deny {
+		r := &hr.deny[i]
+		if v, ok := headers[r.name]; ok && (r.re == nil || r.re.MatchString(v)) {
+			return r.denied, true
+		}
+	}
+	return "", false
+}
+
+func (hr *headerRules) headerViolation(headers map[string]string) (string, bool) {
+	for i := range hr.require {
+		r := &hr.require[i]
+		v, ok := headers[r.name]
+		if !ok {
+			return r.required, true
+		}
+		if r.re != nil && !r.re.MatchString(v) {
+			return r.invalid, true
+		}
+	}
+	for i := range hr.allow {
+		r := &hr.allow[i]
+		if v, ok := headers[r.name]; ok && hasDisallowedValue(v, r.values) {
+			return r.reason, true
+		}
+	}
+	return "", false
+}
+
+// hasDisallowedValue: some comma-separated element of value, with spaces and
+// tabs trimmed (what HTTP strips around list elements, nothing more), is not
+// one of allowed.
+func hasDisallowedValue(value string, allowed []string) bool {
+	if contains(allowed, value) {
+		return false
+	}
+	for part := range strings.SplitSeq(value, ",") {
+		if !contains(allowed, strings.Trim(part, " \t")) {
+			return true
+		}
+	}
+	return false
+}
+
+func contains(list []string, s string) bool {
+	for _, v := range list {
+		if v == s {
+			return true
+		}
+	}
+	return false
+}
+
+// pathHasPrefix compares whole segments (lib.path_has_prefix).
+func pathHasPrefix(path, prefix string) bool {
+	if path == prefix {
+		return true
+	}
+	if strings.HasSuffix(prefix, "/") {
+		return strings.HasPrefix(path, prefix)
+	}
+	return len(path) > len(prefix) && path[len(prefix)] == '/' && strings.HasPrefix(path, prefix)
+}
+
+// pathAmbiguous is lib.path_ambiguous, the regex
+// (^|/)\.\.?($|/)|//|\\|%|; written out: a dot segment, "//", a backslash,
+// any percent-escape or ";".
+func pathAmbiguous(path string) bool {
+	if strings.ContainsAny(path, `\%;`) || strings.Contains(path, "//") {
+		return true
+	}
+	for seg := range strings.SplitSeq(path, "/") {
+		if seg == "." || seg == ".." {
+			return true
+		}
+	}
+	return false
+}
+
+// normalizeHost is lib.normalize_host on an already lower-cased or raw host:
+// lower-cased, without port or trailing dot; "[v6]:port" keeps the brackets.
+func normalizeHost(h string) string {
+	if strings.HasPrefix(h, "[") {
+		if i := strings.Index(h, "]"); i > 0 {
+			return strings.ToLower(h[:i+1])
+		}
+	}
+	h, _, _ = strings.Cut(h, ":")
+	return strings.TrimSuffix(strings.ToLower(h), ".")
+}
+
+func realm(host string) string {
+	if host == "" {
+		return "gatehouse"
+	}
+	return host
+}
+
+// quote is lib.quote: an RFC 9110 quoted-string.
+func quote(s string) string {
+	if strings.ContainsAny(s, `\"`) {
+		s = strings.ReplaceAll(strings.ReplaceAll(s, `\`, `\\`), `"`, `\"`)
+	}
+	return `"` + s + `"`
+}
+
+var contentTypeJSON = Header{Key: "content-type", Value: "application/json"}
+
+// denied is the Rego denied(status, reason, headers): a JSON body naming the
+// reason (and the client IP fallback, and why a token is missing when no
+// providers exist), content-type and, for 401, WWW-Authenticate.
+func (n *native) denied(f *Facts, status int, reason, challenge string) Decision {
+	headers := []Header{contentTypeJSON}
+	if challenge != "" {
+		headers = append(headers, Header{Key: "www-authenticate", Value: challenge})
+	}
+	return Decision{
+		HTTPStatus: status,
+		Reason:     reason,
+		Headers:    headers,
+		Body:       denialBody(status, reason, f.ClientIPFallback, reason == ReasonTokenMissing && n.noProviders),
+	}
+}
+
+// denialBody is json.marshal of {error, reason[, client_ip_fallback][, detail]}
+// exactly as OPA writes it: keys sorted, Go's JSON escaping.
+func denialBody(status int, reason, fallback string, noProviders bool) string {
+	word := "denied"
+	switch status {
+	case 401:
+		word = "unauthorized"
+	case 403:
+		word = "forbidden"
+	}
+	var b strings.Builder
+	b.Grow(64 + len(reason) + len(fallback))
+	b.WriteByte('{')
+	if fallback != "" {
+		b.WriteString(`"client_ip_fallback":`)
+		writeJSONString(&b, fallback)
+		b.WriteByte(',')
+	}
+	if noProviders {
+		b.WriteString(`"detail":"no JWT providers are configured",`)
+	}
+	b.WriteString(`"error":"`)
+	b.WriteString(word)
+	b.WriteString(`","reason":`)
+	writeJSONString(&b, reason)
+	b.WriteByte('}')
+	return b.String()
+}
+
+// writeJSONString writes s as encoding/json does (HTML-safe escaping), with a
+// fast path for the plain ASCII that reasons and fallbacks are made of.
+func writeJSONString(b *strings.Builder, s string) {
+	for i := 0; i < len(s); i++ {
+		c := s[i]
+		if c < 0x20 || c >= 0x7f || c == '"' || c == '\\' || c == '<' || c == '>' || c == '&' {
+			q, _ := json.Marshal(s)
+			b.Write(q)
+			return
+		}
+	}
+	b.WriteByte('"')
+	b.WriteString(s)
+	b.WriteByte('"')
+}
