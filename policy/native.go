@@ -48,9 +48,9 @@ const (
 	ReasonTokenValid   = "token_valid"
 	ReasonTokenMissing = "token_missing"
 	// Denials by a header rule are "<kind>:<header name>".
-	KindHeaderDenied         = "header_denied"
-	KindHeaderRequired       = "header_required"
-	KindHeaderInvalid        = "header_invalid"
+	KindHeaderDenied          = "header_denied"
+	KindHeaderRequired        = "header_required"
+	KindHeaderInvalid         = "header_invalid"
 	KindHeaderValueNotAllowed = "header_value_not_allowed"
 )
 

@@ -167,4 +167,3 @@ func isString(t *ast.Term) bool {
 	_, ok := t.Value.(ast.String)
 	return ok
 }
-
