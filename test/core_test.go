@@ -75,7 +75,8 @@ func TestPolicyHotReload(t *testing.T) {
 	dir := t.TempDir()
 	file := filepath.Join(dir, "authz.rego")
 	writeFile(t, file, allowIfHeader)
-	g := startGatehouse(t, fmt.Sprintf("policy:\n  paths: [%q]\n", dir), true)
+	// The policy takes a second: give it more than the default 1s deadline.
+	g := startGatehouse(t, fmt.Sprintf("policy:\n  paths: [%q]\n  eval_timeout: 10s\n", dir), true)
 
 	decide := func(header string) int {
 		code, _, _ := ctl(t, "check", "--addr", g.grpcAddr, "-H", header+": yes")
@@ -184,7 +185,8 @@ func TestGracefulStopFinishesInFlight(t *testing.T) {
 
 allow if http.send({"method": "GET", "url": %q, "cache": false}).body.ok
 `, slow.URL))
-	g := startGatehouse(t, fmt.Sprintf("policy:\n  paths: [%q]\n", dir), true)
+	// The policy takes a second: give it more than the default 1s deadline.
+	g := startGatehouse(t, fmt.Sprintf("policy:\n  paths: [%q]\n  eval_timeout: 10s\n", dir), true)
 
 	type result struct {
 		code int
