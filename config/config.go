@@ -39,6 +39,9 @@ type Listen struct {
 	GRPC string `yaml:"grpc"`
 	// HTTP is the operations listener (/healthz, /readyz, later /metrics).
 	HTTP string `yaml:"http"`
+	// HTTPMaxConns caps the ops listener's open connections; more wait in
+	// the kernel's backlog. Default 64.
+	HTTPMaxConns int `yaml:"http_max_conns"`
 }
 
 // GRPC tunes the gRPC server.

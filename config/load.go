@@ -24,6 +24,7 @@ const (
 	DefaultGRPCAddr        = ":9191"
 	DefaultHTTPAddr        = ":8181"
 	DefaultMaxRecvMsgBytes = 4 << 20
+	DefaultHTTPMaxConns    = 64
 	DefaultShutdownGrace   = 15 * time.Second
 )
 
@@ -40,6 +41,9 @@ func (c *Config) applyDefaults() {
 	}
 	if c.Listen.HTTP == "" {
 		c.Listen.HTTP = DefaultHTTPAddr
+	}
+	if c.Listen.HTTPMaxConns == 0 {
+		c.Listen.HTTPMaxConns = DefaultHTTPMaxConns
 	}
 	if c.GRPC.MaxRecvMsgBytes == 0 {
 		c.GRPC.MaxRecvMsgBytes = DefaultMaxRecvMsgBytes
@@ -247,6 +251,9 @@ func (c *Config) Validate() error {
 	}
 	if err := validateAddr("listen.http", c.Listen.HTTP); err != nil {
 		return err
+	}
+	if c.Listen.HTTPMaxConns < 1 {
+		return fmt.Errorf("listen.http_max_conns: %d must be at least 1 (default %d)", c.Listen.HTTPMaxConns, DefaultHTTPMaxConns)
 	}
 	if c.GRPC.MaxRecvMsgBytes < 1024 || c.GRPC.MaxRecvMsgBytes > 256<<20 {
 		return fmt.Errorf("grpc.max_recv_msg_bytes: %d is out of range; use a size between 1024 and 268435456 (default %d); it must exceed Envoy's with_request_body.max_request_bytes", c.GRPC.MaxRecvMsgBytes, DefaultMaxRecvMsgBytes)

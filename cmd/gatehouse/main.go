@@ -18,6 +18,7 @@ import (
 	"syscall"
 
 	"github.com/gatehouse-dev/gatehouse/config"
+	"github.com/gatehouse-dev/gatehouse/internal/asynclog"
 )
 
 // version is set at build time with -ldflags "-X main.version=...".
@@ -70,10 +71,20 @@ func run(args []string, stderr io.Writer) int {
 		return 2
 	}
 
-	logger := slog.New(slog.NewJSONHandler(stderr, &slog.HandlerOptions{Level: level(cfg.Log.Level)}))
+	// One writer goroutine owns stderr: decision records are queued (dropped
+	// and counted when the queue is full, never blocking a check);
+	// operational records wait for room and are never dropped.
+	handlerOpts := &slog.HandlerOptions{Level: level(cfg.Log.Level)}
+	direct := slog.New(slog.NewJSONHandler(stderr, handlerOpts))
+	out := asynclog.New(stderr, asynclog.Options{ReportDropped: func(n uint64) {
+		direct.Warn("decision log records dropped: the log output is slower than the checks", "dropped", n)
+	}})
+	defer out.Close()
+	logger := slog.New(slog.NewJSONHandler(out.Blocking(), handlerOpts))
+	decisions := slog.New(slog.NewJSONHandler(out, handlerOpts))
 	ctx, stop := signal.NotifyContext(context.Background(), syscall.SIGINT, syscall.SIGTERM)
 	defer stop()
-	if err := serve(ctx, cfg, *configPath, logger); err != nil {
+	if err := serve(ctx, cfg, *configPath, logger, decisions); err != nil {
 		var ce *configError
 		if errors.As(err, &ce) {
 			fmt.Fprintf(stderr, "gatehouse: %v\n", err)

@@ -11,6 +11,7 @@ import (
 	"time"
 
 	authv3 "github.com/envoyproxy/go-control-plane/envoy/service/auth/v3"
+	"golang.org/x/net/netutil"
 	"google.golang.org/grpc"
 	"google.golang.org/grpc/health"
 	healthpb "google.golang.org/grpc/health/grpc_health_v1"
@@ -45,7 +46,7 @@ type parts struct {
 	authz  *authz.Server
 }
 
-func build(ctx context.Context, cfg *config.Config, file string, logger *slog.Logger) (*parts, error) {
+func build(ctx context.Context, cfg *config.Config, file string, logger, decisions *slog.Logger) (*parts, error) {
 	rules := cfg.Rules()
 	engine, err := policy.New(ctx, policy.Options{
 		Paths:       cfg.Policy.Paths,
@@ -89,7 +90,7 @@ func build(ctx context.Context, cfg *config.Config, file string, logger *slog.Lo
 		opts.Tokens = tokens
 	}
 	if *cfg.Log.Decisions {
-		opts.DecisionLog = logger
+		opts.DecisionLog = decisions
 	}
 	server, err := authz.New(opts)
 	if err != nil {
@@ -104,8 +105,8 @@ func (p *parts) ready() bool { return p.policy.Ready() && p.tokens.Ready() }
 // serve runs the gRPC and HTTP listeners until ctx is done, then stops
 // gracefully: health turns NOT_SERVING, in-flight checks finish (bounded by
 // grpc.shutdown_grace), and the listeners close.
-func serve(ctx context.Context, cfg *config.Config, file string, logger *slog.Logger) error {
-	p, err := build(ctx, cfg, file, logger)
+func serve(ctx context.Context, cfg *config.Config, file string, logger, decisions *slog.Logger) error {
+	p, err := build(ctx, cfg, file, logger, decisions)
 	if err != nil {
 		return err
 	}
@@ -129,7 +130,18 @@ func serve(ctx context.Context, cfg *config.Config, file string, logger *slog.Lo
 	healthpb.RegisterHealthServer(gs, hs)
 	reflection.Register(gs)
 
-	hsrv := &http.Server{Handler: opsHandler(p), ReadHeaderTimeout: 5 * time.Second}
+	// The ops listener serves probes and scrapes: small requests, quick
+	// answers. Timeouts and a connection cap keep idle or slow clients from
+	// holding the descriptors that checks need (reliability finding 8).
+	hsrv := &http.Server{
+		Handler:           opsHandler(p),
+		ReadHeaderTimeout: 5 * time.Second,
+		ReadTimeout:       10 * time.Second,
+		WriteTimeout:      30 * time.Second,
+		IdleTimeout:       60 * time.Second,
+		MaxHeaderBytes:    16 << 10,
+	}
+	httpLis = netutil.LimitListener(httpLis, cfg.Listen.HTTPMaxConns)
 
 	ctx, cancel := context.WithCancel(ctx)
 	defer cancel()
