@@ -42,12 +42,14 @@ vet:
 ## unit: unit, Rego, OPA-Envoy compatibility and end-to-end tests (test/ builds and runs the binaries), with the race detector.
 unit:
 	$(GO) test -race -count=1 -timeout 20m $(PKGS)
+	$(GO) test -count=1 -run '^TestAllocationBudget$$' ./authz/
 
 ## fuzz: a short run of each fuzz target.
 fuzz:
 	$(GO) test -run '^$$' -fuzz '^FuzzVerify$$' -fuzztime $(FUZZTIME) ./authz/jwt/
 	$(GO) test -run '^$$' -fuzz '^FuzzResolve$$' -fuzztime $(FUZZTIME) ./authz/clientip/
 	$(GO) test -run '^$$' -fuzz '^FuzzCheck$$' -fuzztime $(FUZZTIME) ./authz/
+	$(GO) test -run '^$$' -fuzz '^FuzzNativeMatchesRego$$' -fuzztime $(FUZZTIME) ./authz/
 
 e2e:
 	$(GO) test -count=1 -v ./test/...

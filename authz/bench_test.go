@@ -17,7 +17,7 @@ import (
 
 // benchServer builds a Server on the real policy engine. With paths empty it
 // runs the embedded default policy over cfg's data.
-func benchServer(b *testing.B, cfg *config.Config, paths []string, tokens TokenVerifier) *Server {
+func benchServer(b testing.TB, cfg *config.Config, paths []string, tokens TokenVerifier) *Server {
 	b.Helper()
 	engine, err := policy.New(context.Background(), policy.Options{Paths: paths, Rules: ptrTo(cfg.Rules())})
 	if err != nil {

@@ -40,7 +40,7 @@ func (s *Server) allow(dec policy.Decision, tok *jwt.Result) *authv3.CheckRespon
 			set[name] = true
 			ok.Headers = append(ok.Headers, &corev3.HeaderValueOption{
 				Header: &corev3.HeaderValue{Key: name, Value: h.Value},
-				Append: wrapperspb.Bool(false),
+				Append: appendFalse,
 			})
 		}
 	}
@@ -136,7 +136,7 @@ func headerOptions(hs []policy.Header) []*corev3.HeaderValueOption {
 		name := strings.ToLower(h.Key)
 		out = append(out, &corev3.HeaderValueOption{
 			Header: &corev3.HeaderValue{Key: name, Value: h.Value},
-			Append: wrapperspb.Bool(seen[name]),
+			Append: appendValue(seen[name]),
 		})
 		seen[name] = true
 	}
@@ -174,7 +174,21 @@ func (s *Server) stamp(resp *authv3.CheckResponse, id string) {
 	if d := resp.GetDeniedResponse(); d != nil {
 		d.Headers = append(d.Headers, &corev3.HeaderValueOption{
 			Header: &corev3.HeaderValue{Key: DecisionIDHeader, Value: id},
-			Append: wrapperspb.Bool(false),
+			Append: appendFalse,
 		})
 	}
+}
+
+// Shared, never modified: a CheckResponse only reads them when marshalled,
+// so every response can point at the same two values instead of allocating.
+var (
+	appendFalse = wrapperspb.Bool(false)
+	appendTrue  = wrapperspb.Bool(true)
+)
+
+func appendValue(b bool) *wrapperspb.BoolValue {
+	if b {
+		return appendTrue
+	}
+	return appendFalse
 }
