@@ -44,6 +44,7 @@ type parts struct {
 	policy *policy.Engine
 	tokens *jwt.Verifier
 	authz  *authz.Server
+	limits authz.Limits
 }
 
 func build(ctx context.Context, cfg *config.Config, file string, logger, decisions *slog.Logger) (*parts, error) {
@@ -69,6 +70,13 @@ func build(ctx context.Context, cfg *config.Config, file string, logger, decisio
 	if err != nil {
 		return nil, &configError{file, err}
 	}
+	limits := authz.Limits{
+		MaxHeaders:     cfg.Limits.MaxHeaders,
+		MaxHeaderBytes: cfg.Limits.MaxHeaderBytes,
+		MaxPathBytes:   cfg.Limits.MaxPathBytes,
+		MaxQueryParams: cfg.Limits.MaxQueryParams,
+		MaxJSONDepth:   cfg.Limits.MaxJSONDepth,
+	}
 	opts := authz.Options{
 		Policy:     engine,
 		ClientIP:   resolver,
@@ -77,13 +85,7 @@ func build(ctx context.Context, cfg *config.Config, file string, logger, decisio
 		ParseBody:  *cfg.Policy.ParseBody,
 
 		MaxParseBodyBytes: cfg.Policy.MaxParseBodyBytes,
-		Limits: authz.Limits{
-			MaxHeaders:     cfg.Limits.MaxHeaders,
-			MaxHeaderBytes: cfg.Limits.MaxHeaderBytes,
-			MaxPathBytes:   cfg.Limits.MaxPathBytes,
-			MaxQueryParams: cfg.Limits.MaxQueryParams,
-			MaxJSONDepth:   cfg.Limits.MaxJSONDepth,
-		},
+		Limits:            limits,
 		Logger: logger.With("component", "authz"),
 	}
 	if len(cfg.JWT.Providers) > 0 {
@@ -97,7 +99,7 @@ func build(ctx context.Context, cfg *config.Config, file string, logger, decisio
 		tokens.Close()
 		return nil, err
 	}
-	return &parts{policy: engine, tokens: tokens, authz: server}, nil
+	return &parts{policy: engine, tokens: tokens, authz: server, limits: limits}, nil
 }
 
 func (p *parts) ready() bool { return p.policy.Ready() && p.tokens.Ready() }
@@ -122,7 +124,11 @@ func serve(ctx context.Context, cfg *config.Config, file string, logger, decisio
 		return &configError{file, fmt.Errorf("listen.http: %w", err)}
 	}
 
-	gs := grpc.NewServer(grpc.MaxRecvMsgSize(cfg.GRPC.MaxRecvMsgBytes))
+	gs := grpc.NewServer(
+		grpc.MaxRecvMsgSize(cfg.GRPC.MaxRecvMsgBytes),
+		// Oversized header sets are refused before they are decoded.
+		grpc.ForceServerCodecV2(authz.Codec(p.limits)),
+	)
 	authv3.RegisterAuthorizationServer(gs, p.authz)
 	hs := health.NewServer()
 	hs.SetServingStatus("", healthpb.HealthCheckResponse_NOT_SERVING)
