@@ -86,7 +86,7 @@ func build(ctx context.Context, cfg *config.Config, file string, logger, decisio
 
 		MaxParseBodyBytes: cfg.Policy.MaxParseBodyBytes,
 		Limits:            limits,
-		Logger: logger.With("component", "authz"),
+		Logger:            logger.With("component", "authz"),
 	}
 	if len(cfg.JWT.Providers) > 0 {
 		opts.Tokens = tokens
