@@ -26,9 +26,11 @@ import (
 	"os"
 	"os/exec"
 	"path/filepath"
+	"sort"
 	"strings"
 	"time"
 
+	corev3 "github.com/envoyproxy/go-control-plane/envoy/config/core/v3"
 	authv3 "github.com/envoyproxy/go-control-plane/envoy/service/auth/v3"
 	"google.golang.org/grpc"
 	"google.golang.org/grpc/credentials/insecure"
@@ -164,10 +166,11 @@ func echoedInput(resp json.RawMessage) json.RawMessage {
 
 // opaEnvoy is one running OPA-Envoy process.
 type opaEnvoy struct {
-	cmd    *exec.Cmd
-	conn   *grpc.ClientConn
-	client authv3.AuthorizationClient
-	log    *bytes.Buffer
+	policyDir string
+	cmd       *exec.Cmd
+	conn      *grpc.ClientConn
+	client    authv3.AuthorizationClient
+	log       *bytes.Buffer
 }
 
 func start(ctx context.Context, bin, dir, policyDir string, cfg corpus.Config) (*opaEnvoy, error) {
@@ -213,7 +216,7 @@ func start(ctx context.Context, bin, dir, policyDir string, cfg corpus.Config) (
 	if err := cmd.Start(); err != nil {
 		return nil, err
 	}
-	p := &opaEnvoy{cmd: cmd, log: log}
+	p := &opaEnvoy{policyDir: policyDir, cmd: cmd, log: log}
 	if err := waitReady(ctx, httpAddr); err != nil {
 		p.stop()
 		return nil, fmt.Errorf("%w; OPA-Envoy log:\n%s", err, log.String())
@@ -255,8 +258,11 @@ func (p *opaEnvoy) check(ctx context.Context, req *authv3.CheckRequest) (json.Ra
 		if !ok {
 			return nil, nil, err
 		}
-		return nil, &corpus.GRPCError{Code: st.Code().String(), Message: st.Message()}, nil
+		// The policy's temporary directory changes per run.
+		msg := strings.ReplaceAll(st.Message(), p.policyDir, "<policy-dir>")
+		return nil, &corpus.GRPCError{Code: st.Code().String(), Message: msg}, nil
 	}
+	stableOrder(resp)
 	if id := resp.GetDynamicMetadata().GetFields()["decision_id"]; id != nil {
 		resp.DynamicMetadata.Fields["decision_id"] = structpb.NewStringValue(corpus.DecisionIDPlaceholder)
 	}
@@ -301,4 +307,22 @@ func normalizeJSON(raw []byte) json.RawMessage {
 		return raw
 	}
 	return buf.Bytes()
+}
+
+// stableOrder sorts header options and query parameters by name, keeping the
+// order of the values of one name: OPA-Envoy emits them in Go map order,
+// which changes from run to run, and the recordings should not.
+func stableOrder(resp *authv3.CheckResponse) {
+	byKey := func(hs []*corev3.HeaderValueOption) {
+		sort.SliceStable(hs, func(i, j int) bool { return hs[i].GetHeader().GetKey() < hs[j].GetHeader().GetKey() })
+	}
+	if ok := resp.GetOkResponse(); ok != nil {
+		byKey(ok.Headers)
+		byKey(ok.ResponseHeadersToAdd)
+		q := ok.QueryParametersToSet
+		sort.SliceStable(q, func(i, j int) bool { return q[i].GetKey() < q[j].GetKey() })
+	}
+	if d := resp.GetDeniedResponse(); d != nil {
+		byKey(d.Headers)
+	}
 }
