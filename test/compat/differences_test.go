@@ -4,7 +4,11 @@ import (
 	"encoding/json"
 	"errors"
 	"fmt"
+	"regexp"
+	"slices"
 	"strings"
+
+	"github.com/gatehouse-dev/gatehouse/test/compat/corpus"
 )
 
 // difference is one documented way Gatehouse differs from OPA-Envoy, keyed by
@@ -67,26 +71,47 @@ var differences = map[string]*difference{
 		return errors.Join(errs...)
 	}},
 
-	// OPA-Envoy adds a random decision_id to every answer's dynamic_metadata.
+	// Both add a decision id to every answer's dynamic_metadata (OPA-Envoy
+	// a UUID, Gatehouse a random 64-bit number in hex, the id of its decision
+	// log line);
+	// Gatehouse also sends it to the client on denials, in a header.
 	"diff-decision-id": {global: true, decision: func(cc caseContext, want, have *effect) error {
-		if m, ok := have.Metadata.(map[string]any); ok && m["decision_id"] != nil {
-			return errors.New("Gatehouse's dynamic_metadata has a decision_id")
+		var errs []error
+		hm, _ := have.Metadata.(map[string]any)
+		id, _ := hm["decision_id"].(string)
+		if !regexp.MustCompile(`^[0-9a-f]{1,16}$`).MatchString(id) {
+			errs = append(errs, fmt.Errorf("Gatehouse's dynamic_metadata.decision_id is %q, not a 64-bit number in hex", id))
+		}
+		delete(hm, "decision_id")
+		if len(hm) == 0 {
+			have.Metadata = nil
+		}
+		if !have.Allowed {
+			i := slices.Index(have.Headers, header{"x-gatehouse-decision-id", id})
+			if i < 0 {
+				errs = append(errs, fmt.Errorf("Gatehouse's denial has no x-gatehouse-decision-id: %s header", id))
+			} else {
+				have.Headers = slices.Delete(have.Headers, i, i+1)
+				if len(have.Headers) == 0 {
+					have.Headers = nil
+				}
+			}
 		}
 		if want.GRPCError != "" {
-			return nil
+			return errors.Join(errs...)
 		}
-		m, ok := want.Metadata.(map[string]any)
-		if !ok {
+		wm, _ := want.Metadata.(map[string]any)
+		if wm["decision_id"] != corpus.DecisionIDPlaceholder {
 			if want.HTTPStatus == 400 && !want.Allowed {
-				return nil // rejected before evaluation: no decision id
+				return errors.Join(errs...) // rejected before evaluation: no decision id
 			}
-			return errors.New("OPA-Envoy's answer has no decision_id in dynamic_metadata")
+			errs = append(errs, errors.New("OPA-Envoy's answer has no decision_id in dynamic_metadata"))
 		}
-		delete(m, "decision_id")
-		if len(m) == 0 {
+		delete(wm, "decision_id")
+		if len(wm) == 0 {
 			want.Metadata = nil
 		}
-		return nil
+		return errors.Join(errs...)
 	}},
 
 	// Gatehouse adds its facts to the input.
@@ -102,7 +127,10 @@ var differences = map[string]*difference{
 		if _, ok := h["client_ip_source"].(string); !ok {
 			return errors.New("Gatehouse's input has no client_ip_source string")
 		}
-		for _, k := range []string{"client_ip", "client_ip_source", "client_ip_fallback", "jwt"} {
+		if _, ok := h["request_path"].(string); !ok {
+			return errors.New("Gatehouse's input has no request_path string")
+		}
+		for _, k := range []string{"request_path", "client_ip", "client_ip_source", "client_ip_fallback", "jwt", "gatehouse"} {
 			if w != nil && w[k] != nil {
 				return fmt.Errorf("OPA-Envoy's input has %s", k)
 			}
