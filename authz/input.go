@@ -396,7 +396,10 @@ func multipartValue(contentType string, body []byte, maxDepth int) (ast.Value, e
 	var names []string
 	for {
 		part, err := mr.NextPart()
-		if err == io.EOF { //nolint:errorlint // a wrapped EOF is a body without its boundary: malformed, as in OPA-Envoy
+		// Only a bare EOF ends the parts: NextPart wraps the EOF of a body
+		// that never shows its boundary, which is malformed (400), as in
+		// OPA-Envoy.
+		if err == io.EOF {
 			break
 		}
 		if err != nil {
