@@ -377,6 +377,38 @@ var differences = map[string]*difference{
 		return nil
 	}},
 
+	// Requests over Gatehouse's limits (headers, path, query parameters, JSON
+	// nesting) are refused before any policy runs; OPA-Envoy has no limits.
+	"diff-request-limits": {
+		decision: func(cc caseContext, want, have *effect) error {
+			if want.GRPCError != "" || (!want.Allowed && want.HTTPStatus == 400) {
+				return fmt.Errorf("OPA-Envoy answered %s, not a decision of the policy", show(want))
+			}
+			reason := "bad_request"
+			if have.HTTPStatus == 431 || have.HTTPStatus == 414 {
+				reason = "request_too_large"
+			}
+			if err := gatehouseFailure(have, have.HTTPStatus, reason); err != nil {
+				return err
+			}
+			*want = *have
+			return nil
+		},
+		input: func(cc caseContext, want, have any) error {
+			w, _ := want.(map[string]any)
+			h, _ := have.(map[string]any)
+			if w == nil || w["rejected"] != nil {
+				return errors.New("OPA-Envoy rejected the request")
+			}
+			if h == nil || h["rejected"] == nil {
+				return errors.New("Gatehouse did not reject the request")
+			}
+			clear(w)
+			w["rejected"] = h["rejected"]
+			return nil
+		},
+	},
+
 	"diff-parse-limit":   {untested: "a body over 256 KiB would put megabytes of recordings in testdata; authz TestBuildInput covers the limit"},
 	"diff-protobuf-body": {untested: "OPA-Envoy decodes gRPC bodies only with a protoset file, a setting Gatehouse does not have"},
 }
