@@ -157,6 +157,9 @@ func TestOPAEnvoyCompat(t *testing.T) {
 					if !ok {
 						t.Fatalf("case %s is not recorded (run scripts/record-opa-envoy)", c.Name)
 					}
+					if ans.Fingerprint != s.Fingerprint(c) {
+						t.Fatalf("the recording of %s is stale: the suite's configuration, policy or request changed since (run scripts/record-opa-envoy -only %s)", c.Name, s.Name)
+					}
 					var req authv3.CheckRequest
 					if err := protojson.Unmarshal(c.Request, &req); err != nil {
 						t.Fatalf("request: %v", err)

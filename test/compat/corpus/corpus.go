@@ -7,6 +7,8 @@ package corpus
 
 import (
 	"bytes"
+	"crypto/sha256"
+	"encoding/hex"
 	"encoding/json"
 	"fmt"
 	"os"
@@ -163,6 +165,29 @@ func parseArchive(s string) (comment string, files map[string]string) {
 	return comment, files
 }
 
+// Fingerprint is a hash of everything that shapes OPA-Envoy's answer to c:
+// the suite's configuration, its policy and data files, and the request.
+func (s Suite) Fingerprint(c Case) string {
+	h := sha256.New()
+	cfg, _ := json.Marshal(s.Config)
+	h.Write(cfg)
+	names := make([]string, 0, len(s.Files))
+	for name := range s.Files {
+		names = append(names, name)
+	}
+	sort.Strings(names)
+	for _, name := range names {
+		fmt.Fprintf(h, "\x00%s\x00%d\x00%s", name, len(s.Files[name]), s.Files[name])
+	}
+	var req bytes.Buffer
+	if err := json.Compact(&req, c.Request); err != nil {
+		req.Write(c.Request)
+	}
+	h.Write([]byte{0})
+	h.Write(req.Bytes())
+	return hex.EncodeToString(h.Sum(nil))[:16]
+}
+
 // WritePolicyDir writes the suite's policy and data files under dir.
 func (s Suite) WritePolicyDir(dir string) error {
 	for rel, body := range s.Files {
@@ -188,6 +213,9 @@ type Recording struct {
 // Answer is OPA-Envoy's answer to one case.
 type Answer struct {
 	Name string `json:"name"`
+	// Fingerprint identifies what was asked (see Suite.Fingerprint): a
+	// recording whose fingerprint differs from the suite's is stale.
+	Fingerprint string `json:"fingerprint"`
 	// Response is the CheckResponse in protobuf JSON; absent when OPA-Envoy
 	// answered a gRPC error.
 	Response json.RawMessage `json:"response,omitempty"`

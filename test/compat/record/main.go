@@ -128,7 +128,7 @@ func recordSuite(ctx context.Context, bin, tmp string, s corpus.Suite, echo *opa
 		if err := protojson.Unmarshal(c.Request, &req); err != nil {
 			return rec, fmt.Errorf("case %s: request: %w", c.Name, err)
 		}
-		ans := corpus.Answer{Name: c.Name}
+		ans := corpus.Answer{Name: c.Name, Fingerprint: s.Fingerprint(c)}
 		resp, gerr, err := p.check(ctx, &req)
 		if err != nil {
 			return rec, fmt.Errorf("case %s: %w", c.Name, err)
