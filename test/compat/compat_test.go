@@ -167,7 +167,13 @@ func TestOPAEnvoyCompat(t *testing.T) {
 					cc := caseContext{cfg: s.Config, anchors: anchors}
 					got := gh.check(t, &req)
 					echoed := echo[s.Config.SkipRequestBodyParse].check(t, &req)
-					same := compareCase(t, cc, c, ans, got, echoed)
+					problems, same, err := compareCase(cc, c, ans, got, echoed)
+					if err != nil {
+						t.Fatal(err)
+					}
+					for _, p := range problems {
+						t.Error(p)
+					}
 					for _, id := range c.Differs {
 						used[id]++
 					}
@@ -193,29 +199,30 @@ type caseContext struct {
 	anchors map[string]int
 }
 
-// compareCase compares one case; it reports whether Gatehouse matched
-// OPA-Envoy without any per-case documented difference.
-func compareCase(t *testing.T, cc caseContext, c corpus.Case, ans corpus.Answer, got, echoed *authv3.CheckResponse) bool {
-	t.Helper()
+// compareCase compares one case and returns every problem found (nil when
+// Gatehouse matches OPA-Envoy up to the documented differences); same
+// reports whether it matched without any per-case documented difference.
+func compareCase(cc caseContext, c corpus.Case, ans corpus.Answer, got, echoed *authv3.CheckResponse) (problems []string, same bool, err error) {
 	ref := func(id string) string { return fmt.Sprintf("%s:%d (#%s)", docPath, cc.anchors[id], id) }
+	report := func(format string, args ...any) { problems = append(problems, fmt.Sprintf(format, args...)) }
 
 	want, err := opaEffect(ans)
 	if err != nil {
-		t.Fatalf("recorded answer: %v", err)
+		return nil, false, fmt.Errorf("recorded answer: %w", err)
 	}
 	have := gatehouseEffect(got)
-	for _, id := range globalDecision {
-		if err := differences[id].decision(cc, want, have); err != nil {
-			t.Errorf("%s: %v", ref(id), err)
-		}
-	}
 	wantIn, haveIn, err := inputs(ans, echoed)
 	if err != nil {
-		t.Fatal(err)
+		return nil, false, err
+	}
+	for _, id := range globalDecision {
+		if err := differences[id].decision(cc, want, have); err != nil {
+			report("%s: %v", ref(id), err)
+		}
 	}
 	for _, id := range globalInput {
 		if err := differences[id].input(cc, wantIn, haveIn); err != nil {
-			t.Errorf("%s: %v", ref(id), err)
+			report("%s: %v", ref(id), err)
 		}
 	}
 
@@ -224,32 +231,32 @@ func compareCase(t *testing.T, cc caseContext, c corpus.Case, ans corpus.Answer,
 	for _, id := range c.Differs {
 		d := differences[id]
 		if d == nil {
-			t.Fatalf("case lists unknown difference %q", id)
+			return nil, false, fmt.Errorf("case lists unknown difference %q", id)
 		}
 		// An input difference may or may not change the policy's decision:
 		// its decision hook runs only when the decisions differ.
 		if d.decision != nil && !slices.Contains(globalDecision, id) && !(decisionSame && d.input != nil) {
 			if decisionSame {
-				t.Errorf("%s: documented decision difference %q not observed: Gatehouse and OPA-Envoy agree (remove it from the case, and from the docs if it is gone)", ref(id), id)
+				report("%s: documented decision difference %q not observed: Gatehouse and OPA-Envoy agree (remove it from the case, and from the docs if it is gone)", ref(id), id)
 			} else if err := d.decision(cc, want, have); err != nil {
-				t.Errorf("%s: %v", ref(id), err)
+				report("%s: %v", ref(id), err)
 			}
 		}
 		if d.input != nil && !slices.Contains(globalInput, id) {
 			if inputSame {
-				t.Errorf("%s: documented input difference %q not observed: the inputs agree", ref(id), id)
+				report("%s: documented input difference %q not observed: the inputs agree", ref(id), id)
 			} else if err := d.input(cc, wantIn, haveIn); err != nil {
-				t.Errorf("%s: %v", ref(id), err)
+				report("%s: %v", ref(id), err)
 			}
 		}
 	}
 	if !reflect.DeepEqual(want, have) {
-		t.Errorf("decision differs from OPA-Envoy's (not a documented difference):\nOPA-Envoy: %s\nGatehouse: %s", show(want), show(have))
+		report("decision differs from OPA-Envoy's (not a documented difference):\nOPA-Envoy: %s\nGatehouse: %s", show(want), show(have))
 	}
 	if !jsonEqual(wantIn, haveIn) {
-		t.Errorf("input differs from OPA-Envoy's (not a documented difference):\n%s", inputDiff(wantIn, haveIn))
+		report("input differs from OPA-Envoy's (not a documented difference):\n%s", inputDiff(wantIn, haveIn))
 	}
-	return len(c.Differs) == 0 && decisionSame && inputSame
+	return problems, len(problems) == 0 && len(c.Differs) == 0 && decisionSame && inputSame, nil
 }
 
 // effect is a CheckResponse reduced to what Envoy acts on.
