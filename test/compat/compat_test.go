@@ -52,7 +52,10 @@ type gatehouse struct {
 func startGatehouse(t *testing.T, policyDir string, cfg corpus.Config) *gatehouse {
 	t.Helper()
 	ctx := context.Background()
-	engine, err := policy.New(ctx, policy.Options{Paths: []string{policyDir}, Decision: cfg.Path, RegoVersion: cfg.RegoVersion})
+	// No evaluation deadline: the test compares answers, and a loaded CI
+	// machine under the race detector must not turn a slow evaluation into
+	// a timeout denial.
+	engine, err := policy.New(ctx, policy.Options{Paths: []string{policyDir}, Decision: cfg.Path, RegoVersion: cfg.RegoVersion, EvalTimeout: -1})
 	if err != nil {
 		t.Fatalf("policy: %v", err)
 	}
