@@ -127,6 +127,17 @@ func TestOPAEnvoyCompat(t *testing.T) {
 		}
 	}
 
+	recordings, err := filepath.Glob(filepath.Join(recordedDir, "*.json"))
+	if err != nil {
+		t.Fatal(err)
+	}
+	for _, r := range recordings {
+		name := strings.TrimSuffix(filepath.Base(r), ".json")
+		if !slices.ContainsFunc(suites, func(s corpus.Suite) bool { return s.Name == name }) {
+			t.Errorf("%s records suite %q, which no longer exists: delete it", r, name)
+		}
+	}
+
 	echoDir := t.TempDir()
 	if err := os.WriteFile(filepath.Join(echoDir, "echo.rego"), []byte(corpus.EchoPolicy), 0o644); err != nil {
 		t.Fatal(err)
