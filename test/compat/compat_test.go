@@ -224,7 +224,7 @@ func compareCase(cc caseContext, c corpus.Case, ans corpus.Answer, got, echoed *
 	if err != nil {
 		return nil, false, fmt.Errorf("recorded answer: %w", err)
 	}
-	have := gatehouseEffect(got)
+	have := effectOf(got)
 	wantIn, haveIn, err := inputs(ans, echoed)
 	if err != nil {
 		return nil, false, err
@@ -303,10 +303,11 @@ func opaEffect(ans corpus.Answer) (*effect, error) {
 	if err := protojson.Unmarshal(ans.Response, &resp); err != nil {
 		return nil, err
 	}
-	return gatehouseEffect(&resp), nil
+	return effectOf(&resp), nil
 }
 
-func gatehouseEffect(resp *authv3.CheckResponse) *effect {
+// effectOf reduces a CheckResponse, either side's.
+func effectOf(resp *authv3.CheckResponse) *effect {
 	e := &effect{
 		Allowed:     resp.GetStatus().GetCode() == 0,
 		grpcCode:    resp.GetStatus().GetCode(),
