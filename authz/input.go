@@ -375,18 +375,31 @@ func jsonValue(b []byte, maxDepth int) (ast.Value, error) {
 
 // multipartValue maps each named part to the list of its values, as
 // OPA-Envoy does: a part whose content type is JSON is parsed, any other
-// (file parts included) is a string.
+// (file parts included) is a string. A content type without a boundary
+// parameter leaves parsed_body absent and the policy decides, as in
+// OPA-Envoy (which gives null); an unparsable content type or an empty
+// boundary is a 400.
 func multipartValue(contentType string, body []byte, maxDepth int) (ast.Value, error) {
 	_, params, err := mime.ParseMediaType(contentType)
-	if err != nil || params["boundary"] == "" {
-		return nil, fmt.Errorf("%w: multipart body without a boundary", errBadRequest)
+	if err != nil {
+		return nil, fmt.Errorf("%w: multipart content type: %v", errBadRequest, err)
 	}
-	mr := multipart.NewReader(bytes.NewReader(body), params["boundary"])
+	boundary, ok := params["boundary"]
+	if !ok {
+		return nil, nil
+	}
+	if boundary == "" {
+		return nil, fmt.Errorf("%w: multipart body with an empty boundary", errBadRequest)
+	}
+	mr := multipart.NewReader(bytes.NewReader(body), boundary)
 	values := map[string][]*ast.Term{}
 	var names []string
 	for {
 		part, err := mr.NextPart()
-		if errors.Is(err, io.EOF) {
+		// Only a bare EOF ends the parts: NextPart wraps the EOF of a body
+		// that never shows its boundary, which is malformed (400), as in
+		// OPA-Envoy.
+		if err == io.EOF {
 			break
 		}
 		if err != nil {

@@ -1,9 +1,10 @@
 package authz
 
 import (
-	"encoding/json"
+	"bytes"
 	"errors"
 	"net/netip"
+	"path/filepath"
 	"strings"
 	"testing"
 
@@ -16,6 +17,7 @@ import (
 
 	"github.com/gatehouse-dev/gatehouse/authz/clientip"
 	"github.com/gatehouse-dev/gatehouse/authz/jwt"
+	"github.com/gatehouse-dev/gatehouse/test/compat/corpus"
 )
 
 // richRequest exercises every kind of field Envoy sends: strings, 64-bit
@@ -46,30 +48,70 @@ func richRequest() *authv3.CheckRequest {
 	}}
 }
 
-// TestAttributesMatchProtojson pins the OPA-Envoy contract: input.attributes
-// equals what protojson followed by a JSON decode produces.
-func TestAttributesMatchProtojson(t *testing.T) {
-	req := richRequest()
-	raw, err := protojson.Marshal(req.GetAttributes())
+// TestAttributesMatchOPAEnvoy pins input.attributes to what the real
+// OPA-Envoy built for every CheckRequest of the compatibility corpus
+// (test/compat/testdata, recorded from the binary by test/compat/record):
+// OPA-Envoy walks the message with protoreflect, so 64-bit integers and enums
+// are numbers and a Timestamp is {"seconds", "nanos"}, whatever protojson
+// would write.
+func TestAttributesMatchOPAEnvoy(t *testing.T) {
+	const corpusDir = "../test/compat/testdata"
+	suites, err := corpus.LoadSuites(filepath.Join(corpusDir, "suites"))
 	if err != nil {
 		t.Fatal(err)
 	}
-	var want any
-	if err := json.Unmarshal(raw, &want); err != nil {
-		t.Fatal(err)
-	}
-	wantValue, err := ast.InterfaceToValue(want)
-	if err != nil {
-		t.Fatal(err)
-	}
-	got := messageValue(req.GetAttributes().ProtoReflect())
-	if got.Compare(wantValue) != 0 {
-		t.Fatalf("attributes differ from protojson\n got: %v\nwant: %v", got, wantValue)
-	}
-	for _, probe := range []string{`"size": "1234567890123"`, `"protocol": "UDP"`, `"rawBody": "AAEC/w=="`, `"portValue": 51234`} {
-		if !strings.Contains(got.String(), probe) {
-			t.Errorf("attributes lack %s: %v", probe, got)
+	compared := 0
+	for _, s := range suites {
+		rec, err := corpus.ReadRecording(filepath.Join(corpusDir, "recorded"), s.Name)
+		if err != nil {
+			t.Fatal(err)
 		}
+		recorded := map[string]corpus.Answer{}
+		for _, a := range rec.Cases {
+			recorded[a.Name] = a
+		}
+		for _, c := range s.Cases {
+			in := recorded[c.Name].Input
+			if in == nil {
+				continue // OPA-Envoy rejected the request before building the input
+			}
+			var req authv3.CheckRequest
+			if err := protojson.Unmarshal(c.Request, &req); err != nil {
+				t.Fatalf("%s/%s: %v", s.Name, c.Name, err)
+			}
+			want, err := ast.ValueFromReader(bytes.NewReader(in))
+			if err != nil {
+				t.Fatalf("%s/%s: recorded input: %v", s.Name, c.Name, err)
+			}
+			wantAttrs := want.(ast.Object).Get(ast.StringTerm("attributes"))
+			if wantAttrs == nil {
+				continue // no attributes at all: see #diff-no-attributes in docs/policies.md
+			}
+			got := messageValue(req.GetAttributes().ProtoReflect())
+			if got.Compare(wantAttrs.Value) != 0 {
+				t.Errorf("%s/%s: attributes differ from OPA-Envoy's\n got: %v\nwant: %v", s.Name, c.Name, got, wantAttrs.Value)
+			}
+			compared++
+		}
+	}
+	// The recording must show the types this test exists for; a recording
+	// made from a protojson-based build would not.
+	rich := messageValue(richRequest().GetAttributes().ProtoReflect())
+	for path, want := range map[string]string{
+		"request.http.size":                          `1234567890123`,
+		"destination.address.socketAddress.protocol": `1`,
+		"request.http.rawBody":                       `"AAEC/w=="`,
+		"source.address.socketAddress.portValue":     `51234`,
+	} {
+		if got := get(t, rich, path); got == nil || got.Compare(ast.MustParseTerm(want).Value) != 0 {
+			t.Errorf("%s = %v, want %s", path, got, want)
+		}
+	}
+	if ts, ok := get(t, rich, "request.time").(ast.Object); !ok || ts.Get(ast.StringTerm("seconds")) == nil {
+		t.Errorf("request.time = %v, want {\"seconds\": ..., \"nanos\": ...}", get(t, rich, "request.time"))
+	}
+	if compared < 100 {
+		t.Fatalf("compared %d recorded inputs, want the whole corpus (>= 100)", compared)
 	}
 }
 
@@ -185,6 +227,11 @@ func TestBuildInput(t *testing.T) {
 			want: map[string]string{"parsed_body": `{"meta": [{"role": "admin"}, "second"], "file": ["hello"]}`},
 		},
 		{
+			name: "multipart without a boundary: no parsed_body, the policy decides (as OPA-Envoy)",
+			req:  httpReq("/", map[string]string{"content-type": "multipart/form-data"}, "x"),
+			want: map[string]string{"parsed_body": `<absent>`, "truncated_body": `false`},
+		},
+		{
 			name: "json content type with odd parameters still parses",
 			req:  httpReq("/", map[string]string{"content-type": `application/json;charset="utf-8`}, `{"admin": true}`),
 			want: map[string]string{"parsed_body": `{"admin": true}`},
@@ -273,7 +320,8 @@ func TestBuildInputBadRequests(t *testing.T) {
 		{"bad json", httpReq("/", map[string]string{"content-type": "application/json"}, `{"a": `)},
 		{"trailing json", httpReq("/", map[string]string{"content-type": "application/json"}, `{} {}`)},
 		{"bad form", httpReq("/", map[string]string{"content-type": "application/x-www-form-urlencoded"}, "a=%zz")},
-		{"multipart without boundary", httpReq("/", map[string]string{"content-type": "multipart/form-data"}, "x")},
+		{"multipart with an empty boundary", httpReq("/", map[string]string{"content-type": "multipart/form-data; boundary="}, "x")},
+		{"multipart body without its boundary", httpReq("/", map[string]string{"content-type": "multipart/form-data; boundary=XYZ"}, "x")},
 		{"bad path", httpReq("/%zz", nil, "")},
 	}
 	for _, tc := range cases {

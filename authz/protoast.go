@@ -2,26 +2,23 @@ package authz
 
 import (
 	"encoding/base64"
-	"math"
 	"strconv"
-	"strings"
-	"time"
 
 	"github.com/open-policy-agent/opa/v1/ast"
 	"google.golang.org/protobuf/reflect/protoreflect"
 	"google.golang.org/protobuf/types/known/structpb"
 )
 
-// messageValue converts a protobuf message to the ast.Value that protojson
-// followed by a JSON decode would give (lowerCamelCase field names, populated
-// fields only, 64-bit integers as strings, bytes as base64, enums by name), so
-// OPA-Envoy policies see the same document, without the JSON round trip.
+// messageValue converts a protobuf message to the ast.Value OPA-Envoy builds
+// for it. OPA-Envoy walks the message with protoreflect (envoyauth/protomap.go)
+// rather than using protojson, and the test in test/compat pins the result to
+// what the real binary gives: lowerCamelCase field names, populated fields
+// only, every integer a number (64-bit ones included), enums by number, bytes
+// as base64, a Timestamp as {"seconds", "nanos"} like any other message, and a
+// Struct as its plain map.
 func messageValue(m protoreflect.Message) ast.Value {
-	switch m.Descriptor().FullName() {
-	case "google.protobuf.Timestamp":
-		return timestampValue(m)
-	case "google.protobuf.Struct", "google.protobuf.Value", "google.protobuf.ListValue":
-		return structValue(m)
+	if st, ok := m.Interface().(*structpb.Struct); ok {
+		return structValue(st)
 	}
 	obj := ast.NewObject()
 	m.Range(func(fd protoreflect.FieldDescriptor, v protoreflect.Value) bool {
@@ -59,22 +56,20 @@ func scalarValue(fd protoreflect.FieldDescriptor, v protoreflect.Value) ast.Valu
 		return ast.Boolean(v.Bool())
 	case protoreflect.StringKind:
 		return ast.String(v.String())
-	case protoreflect.Int32Kind, protoreflect.Sint32Kind, protoreflect.Sfixed32Kind:
+	case protoreflect.Int32Kind, protoreflect.Sint32Kind, protoreflect.Sfixed32Kind,
+		protoreflect.Int64Kind, protoreflect.Sint64Kind, protoreflect.Sfixed64Kind:
 		return ast.Number(strconv.FormatInt(v.Int(), 10))
-	case protoreflect.Uint32Kind, protoreflect.Fixed32Kind:
+	case protoreflect.Uint32Kind, protoreflect.Fixed32Kind, protoreflect.Uint64Kind, protoreflect.Fixed64Kind:
 		return ast.Number(strconv.FormatUint(v.Uint(), 10))
-	case protoreflect.Int64Kind, protoreflect.Sint64Kind, protoreflect.Sfixed64Kind:
-		return ast.String(strconv.FormatInt(v.Int(), 10))
-	case protoreflect.Uint64Kind, protoreflect.Fixed64Kind:
-		return ast.String(strconv.FormatUint(v.Uint(), 10))
-	case protoreflect.FloatKind, protoreflect.DoubleKind:
-		return floatValue(v.Float())
+	case protoreflect.FloatKind:
+		// OPA-Envoy hands float32 to ast.InterfaceToValue, which encodes it
+		// as JSON: the same conversion gives the same digits.
+		return interfaceValue(float32(v.Float()))
+	case protoreflect.DoubleKind:
+		return interfaceValue(v.Float())
 	case protoreflect.BytesKind:
 		return ast.String(base64.StdEncoding.EncodeToString(v.Bytes()))
 	case protoreflect.EnumKind:
-		if ev := fd.Enum().Values().ByNumber(v.Enum()); ev != nil {
-			return ast.String(string(ev.Name()))
-		}
 		return ast.Number(strconv.FormatInt(int64(v.Enum()), 10))
 	case protoreflect.MessageKind, protoreflect.GroupKind:
 		return messageValue(v.Message())
@@ -82,44 +77,18 @@ func scalarValue(fd protoreflect.FieldDescriptor, v protoreflect.Value) ast.Valu
 	return ast.Null{}
 }
 
-func floatValue(f float64) ast.Value {
-	switch {
-	case math.IsNaN(f):
-		return ast.String("NaN")
-	case math.IsInf(f, 1):
-		return ast.String("Infinity")
-	case math.IsInf(f, -1):
-		return ast.String("-Infinity")
-	}
-	return ast.Number(strconv.FormatFloat(f, 'g', -1, 64))
-}
-
-// timestampValue formats like protojson: RFC 3339 in UTC with 0, 3, 6 or 9
-// fractional digits.
-func timestampValue(m protoreflect.Message) ast.Value {
-	fields := m.Descriptor().Fields()
-	secs := m.Get(fields.ByName("seconds")).Int()
-	nanos := m.Get(fields.ByName("nanos")).Int()
-	s := time.Unix(secs, nanos).UTC().Format("2006-01-02T15:04:05.000000000")
-	s = strings.TrimSuffix(s, "000")
-	s = strings.TrimSuffix(s, "000")
-	s = strings.TrimSuffix(s, ".000")
-	return ast.String(s + "Z")
-}
-
-func structValue(m protoreflect.Message) ast.Value {
-	var x any
-	switch msg := m.Interface().(type) {
-	case *structpb.Struct:
-		x = msg.AsMap()
-	case *structpb.Value:
-		x = msg.AsInterface()
-	case *structpb.ListValue:
-		x = msg.AsSlice()
-	}
+// interfaceValue converts as OPA-Envoy does. A value JSON cannot hold (NaN,
+// infinities; Envoy sends no float fields today) becomes null.
+func interfaceValue(x any) ast.Value {
 	v, err := ast.InterfaceToValue(x)
 	if err != nil {
 		return ast.Null{}
 	}
 	return v
+}
+
+// structValue is a Struct's plain map (its numbers are float64s, as in
+// OPA-Envoy).
+func structValue(st *structpb.Struct) ast.Value {
+	return interfaceValue(st.AsMap())
 }

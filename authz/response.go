@@ -69,10 +69,12 @@ func (s *Server) denied(dec policy.Decision) *authv3.CheckResponse {
 	if status == 0 {
 		status = DefaultFailStatus
 	}
-	if _, known := typev3.StatusCode_name[int32(status)]; !known || status < 300 {
-		// Envoy only accepts the status codes its enum defines, and a 2xx
-		// denial would look like success; a policy that asks for one still
-		// denies, with the fail status. 3xx (login redirects) is fine.
+	if _, known := typev3.StatusCode_name[int32(status)]; !known {
+		// Envoy only accepts the status codes its enum defines; a policy that
+		// asks for another still denies, with the fail status. 2xx is sent as
+		// asked, as OPA-Envoy does: policies answer CORS preflight with a 204
+		// denial carrying access-control-allow-* headers. The request still
+		// never reaches the upstream.
 		s.opts.Logger.Warn("policy returned an http_status Envoy cannot send; using policy.fail_status", "http_status", status)
 		status = s.opts.FailStatus
 	}

@@ -201,8 +201,9 @@ func (s *Server) Check(ctx context.Context, req *authv3.CheckRequest) (resp *aut
 	if s.opts.DryRun && resp.GetStatus().GetCode() != 0 {
 		// Dry run: the decision is logged (policy_allowed: false), the request
 		// goes through. Client copies of identity headers are still stripped.
+		// The policy's dynamic_metadata stays, as in OPA-Envoy.
 		out.dryRunDenied = true
-		resp = s.allow(policy.Decision{Allowed: true}, out.token)
+		resp = s.allow(policy.Decision{Allowed: true, DynamicMetadata: out.decision.DynamicMetadata}, out.token)
 	}
 	return resp, nil
 }
