@@ -197,7 +197,7 @@ var versionValue = ast.MustParseTerm(`{"ext_authz": "v3", "encoding": "protojson
 // policy, as in OPA-Envoy.
 func (r *request) BuildInput(need *policy.Need) (ast.Object, error) {
 	in := ast.NewObject()
-	if n := need.Child("attributes"); n != nil {
+	if n := need.Child("attributes"); n != nil && r.check.GetAttributes() != nil {
 		attrs := prunedMessageValue(r.check.GetAttributes().ProtoReflect(), n).(ast.Object)
 		if r.rebuilt && n.Child("request").Child("http").Child("headers") != nil {
 			replaceHeaders(attrs, r.headers)

@@ -193,9 +193,9 @@ func TestBuildInput(t *testing.T) {
 			want: map[string]string{"parsed_path": `[""]`, "parsed_query": `{}`},
 		},
 		{
-			name: "no http attributes at all",
+			name: "no attributes at all: absent, as in OPA-Envoy",
 			req:  &authv3.CheckRequest{},
-			want: map[string]string{"parsed_path": `[""]`, "attributes": `{}`, "client_ip": `""`, "source_principal": `<absent>`},
+			want: map[string]string{"parsed_path": `[""]`, "attributes": `<absent>`, "client_ip": `""`, "source_principal": `<absent>`},
 		},
 		{
 			name: "pseudo-headers and mixed-case names lower-cased",

@@ -9,8 +9,8 @@ import (
 
 // prunedMessageValue is messageValue limited to the fields need names: a
 // policy that reads only attributes.request.http.path does not pay for the
-// rest of the message. Where need is All (or the message is one of the
-// well-known types converted whole), it is messageValue exactly.
+// rest of the message. Where need is All (or the message is converted
+// whole), it is messageValue exactly.
 func prunedMessageValue(m protoreflect.Message, need *policy.Need) ast.Value {
 	if need.All() || isWellKnown(m) {
 		return messageValue(m)
@@ -33,10 +33,8 @@ func prunedMessageValue(m protoreflect.Message, need *policy.Need) ast.Value {
 	return obj
 }
 
+// isWellKnown: messages messageValue converts whole rather than field by
+// field (a Struct becomes its plain map).
 func isWellKnown(m protoreflect.Message) bool {
-	switch m.Descriptor().FullName() {
-	case "google.protobuf.Timestamp", "google.protobuf.Struct", "google.protobuf.Value", "google.protobuf.ListValue":
-		return true
-	}
-	return false
+	return m.Descriptor().FullName() == "google.protobuf.Struct"
 }

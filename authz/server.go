@@ -10,7 +10,6 @@ import (
 	"fmt"
 	"log/slog"
 	"math/rand/v2"
-	"strconv"
 	"time"
 
 	authv3 "github.com/envoyproxy/go-control-plane/envoy/service/auth/v3"
@@ -262,7 +261,14 @@ func (s *Server) refuse(err error, out *outcome) *authv3.CheckResponse {
 // newDecisionID is a random 64-bit id in hex: unique enough to find one
 // decision log line, cheap enough for every check.
 func newDecisionID() string {
-	return strconv.FormatUint(rand.Uint64(), 16)
+	const digits = "0123456789abcdef"
+	var b [16]byte
+	v := rand.Uint64()
+	for i := len(b) - 1; i >= 0; i-- {
+		b[i] = digits[v&0xf]
+		v >>= 4
+	}
+	return string(b[:])
 }
 
 // logDecision writes the decision log line. The authorization header, the

@@ -209,19 +209,6 @@ var differences = map[string]*difference{
 		return nil
 	}},
 
-	// A CheckRequest without attributes (Envoy always sends them).
-	"diff-no-attributes": {input: func(cc caseContext, want, have any) error {
-		return replaceKeys(want, have, func(w, h map[string]any) error {
-			if _, ok := w["attributes"]; ok {
-				return errors.New("OPA-Envoy's input has attributes")
-			}
-			if compact(h["attributes"]) != "{}" {
-				return fmt.Errorf("Gatehouse's attributes are %s, not {}", compact(h["attributes"]))
-			}
-			return nil
-		}, "attributes")
-	}},
-
 	// In dry-run, OPA-Envoy still answers its gRPC error or its 400;
 	// Gatehouse allows.
 	"diff-dry-run-errors": {decision: func(cc caseContext, want, have *effect) error {
