@@ -83,12 +83,13 @@ type Policy struct {
 // JWT configures token verification.
 type JWT struct {
 	Providers []JWTProvider `yaml:"providers"`
-	// ClockSkew is allowed on exp, nbf and iat. Default 60s.
+	// ClockSkew is allowed on exp, nbf and iat. Zero means the default
+	// (jwt.DefaultClockSkew, as every JWT default is defined in authz/jwt).
 	ClockSkew Duration `yaml:"clock_skew"`
-	// MaxTokenBytes rejects larger tokens before parsing. Default 8192.
+	// MaxTokenBytes rejects larger tokens before parsing.
 	MaxTokenBytes int `yaml:"max_token_bytes"`
-	// CacheSize bounds the verified-token cache (entries). Default 10000; 0 means
-	// the default, a negative value disables the cache.
+	// CacheSize bounds the verified-token cache (entries); 0 means the
+	// default, a negative value disables the cache.
 	CacheSize int `yaml:"cache_size"`
 }
 
@@ -117,11 +118,14 @@ type JWTProvider struct {
 	Algorithms []string `yaml:"algorithms"`
 
 	// JWKS fetching.
-	RefreshInterval    Duration `yaml:"refresh_interval"`     // default 10m
-	MinRefreshInterval Duration `yaml:"min_refresh_interval"` // unknown-kid refetch floor, default 30s
-	FetchTimeout       Duration `yaml:"fetch_timeout"`        // default 5s
-	MaxJWKSBytes       int64    `yaml:"max_jwks_bytes"`       // default 1 MiB
+	RefreshInterval    Duration `yaml:"refresh_interval"`
+	MinRefreshInterval Duration `yaml:"min_refresh_interval"` // unknown-kid refetch floor
+	FetchTimeout       Duration `yaml:"fetch_timeout"`
+	MaxJWKSBytes       int64    `yaml:"max_jwks_bytes"`
 	CAFile             string   `yaml:"ca_file"`
+	// RedirectHosts lists the hosts a JWKS or discovery fetch may be
+	// redirected to besides its own origin; empty refuses such redirects.
+	RedirectHosts []string `yaml:"redirect_hosts"`
 }
 
 // TokenHeader names a header carrying a token, with an optional prefix such as "Bearer ".

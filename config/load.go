@@ -16,6 +16,7 @@ import (
 
 	"gopkg.in/yaml.v3"
 
+	"github.com/gatehouse-dev/gatehouse/authz/jwt"
 	"github.com/gatehouse-dev/gatehouse/internal/ipset"
 )
 
@@ -279,7 +280,7 @@ func (c *Config) Validate() error {
 		return fmt.Errorf("policy.fail_status: %d is not an HTTP error status; use a code from 400 to 599 (default 403)", c.Policy.FailStatus)
 	}
 	if c.JWT.ClockSkew < 0 || c.JWT.ClockSkew.D() > time.Hour {
-		return fmt.Errorf("jwt.clock_skew: %s is out of range; use a duration from 0s to 1h (default 60s)", c.JWT.ClockSkew.D())
+		return fmt.Errorf("jwt.clock_skew: %s is out of range; use a duration from 0s to 1h (default %s)", c.JWT.ClockSkew.D(), jwt.DefaultClockSkew)
 	}
 	if c.Policy.EvalTimeout < 0 {
 		return fmt.Errorf("policy.eval_timeout: must not be negative (e.g. 1s, the default)")
@@ -297,7 +298,7 @@ func (c *Config) Validate() error {
 		}
 	}
 	if c.JWT.MaxTokenBytes < 0 {
-		return fmt.Errorf("jwt.max_token_bytes: must not be negative (default 8192)")
+		return fmt.Errorf("jwt.max_token_bytes: must not be negative (default %d)", jwt.DefaultMaxTokenBytes)
 	}
 	for i, raw := range c.Bypass.TrustedCIDRs {
 		p, err := ipset.ParsePrefix(raw)

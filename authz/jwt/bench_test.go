@@ -6,17 +6,16 @@ import (
 	"testing"
 	"time"
 
-	"github.com/gatehouse-dev/gatehouse/config"
 	"github.com/lestrrat-go/jwx/v2/jwa"
 )
 
 func benchVerifier(b *testing.B, cacheSize int, keys ...*testKey) *Verifier {
 	b.Helper()
 	file := writeFile(b, b.TempDir(), "jwks.json", jwksJSON(b, keys...))
-	v, err := New(context.Background(), config.JWT{CacheSize: cacheSize, Providers: []config.JWTProvider{{
+	v, err := New(context.Background(), Options{CacheSize: cacheSize, Providers: []Provider{{
 		Name: "corp", Issuer: corpIssuer, Audiences: []string{"api"}, JWKSFile: file,
-		ClaimToHeaders: []config.ClaimToHeader{{Claim: "sub", Header: "x-user"}},
-	}}}, Options{})
+		ClaimToHeaders: []ClaimToHeader{{Claim: "sub", Header: "x-user"}},
+	}}})
 	if err != nil {
 		b.Fatal(err)
 	}

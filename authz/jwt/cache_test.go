@@ -7,7 +7,6 @@ import (
 	"testing"
 	"time"
 
-	"github.com/gatehouse-dev/gatehouse/config"
 	"github.com/lestrrat-go/jwx/v2/jwa"
 )
 
@@ -26,7 +25,7 @@ func (c *fakeClock) advance(d time.Duration) { c.unixNano.Add(int64(d)) }
 func TestCacheHitSkipsVerification(t *testing.T) {
 	key := newRSAKey(t, "k1", jwa.RS256)
 	srv := newJWKSServer(t, jwksJSON(t, key))
-	v := newVerifier(t, config.JWT{Providers: []config.JWTProvider{corpProvider(srv.uri())}}, Options{})
+	v := newVerifier(t, Options{Providers: []Provider{corpProvider(srv.uri())}})
 	waitReady(t, v)
 	ctx := context.Background()
 	token := sign(t, key, claimsFor(corpIssuer, "api", time.Now()), nil)
@@ -54,8 +53,8 @@ func TestCacheEntryDiesWithItsKey(t *testing.T) {
 	k1, k2 := newECKey(t, "k1"), newECKey(t, "k2")
 	srv := newJWKSServer(t, jwksJSON(t, k1, k2))
 	p := corpProvider(srv.uri())
-	p.RefreshInterval = dur(time.Second)
-	v := newVerifier(t, config.JWT{Providers: []config.JWTProvider{p}}, Options{})
+	p.RefreshInterval = time.Second
+	v := newVerifier(t, Options{Providers: []Provider{p}})
 	waitReady(t, v)
 	ctx := context.Background()
 	token := sign(t, k1, claimsFor(corpIssuer, "api", time.Now()), nil)
@@ -79,7 +78,7 @@ func TestCacheDoesNotServeExpired(t *testing.T) {
 	srv := newJWKSServer(t, jwksJSON(t, key))
 	start := time.Now()
 	clock := newFakeClock(start)
-	v := newVerifier(t, config.JWT{Providers: []config.JWTProvider{corpProvider(srv.uri())}}, Options{Now: clock.now})
+	v := newVerifier(t, Options{Providers: []Provider{corpProvider(srv.uri())}, Now: clock.now})
 	waitReady(t, v)
 	ctx := context.Background()
 	claims := claimsFor(corpIssuer, "api", start)
@@ -104,7 +103,7 @@ func TestCacheDoesNotServeExpired(t *testing.T) {
 func TestCacheOnlyValidAndBounded(t *testing.T) {
 	key := newECKey(t, "k1")
 	srv := newJWKSServer(t, jwksJSON(t, key))
-	v := newVerifier(t, config.JWT{CacheSize: 3, Providers: []config.JWTProvider{corpProvider(srv.uri())}}, Options{})
+	v := newVerifier(t, Options{CacheSize: 3, Providers: []Provider{corpProvider(srv.uri())}})
 	waitReady(t, v)
 	ctx := context.Background()
 
@@ -128,7 +127,7 @@ func TestCacheOnlyValidAndBounded(t *testing.T) {
 func TestCacheDisabled(t *testing.T) {
 	key := newECKey(t, "k1")
 	srv := newJWKSServer(t, jwksJSON(t, key))
-	v := newVerifier(t, config.JWT{CacheSize: -1, Providers: []config.JWTProvider{corpProvider(srv.uri())}}, Options{})
+	v := newVerifier(t, Options{CacheSize: -1, Providers: []Provider{corpProvider(srv.uri())}})
 	waitReady(t, v)
 	token := sign(t, key, claimsFor(corpIssuer, "api", time.Now()), nil)
 	for range 3 {

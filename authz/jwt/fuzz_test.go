@@ -6,7 +6,6 @@ import (
 	"testing"
 	"time"
 
-	"github.com/gatehouse-dev/gatehouse/config"
 	"github.com/lestrrat-go/jwx/v2/jwa"
 )
 
@@ -18,14 +17,14 @@ func FuzzVerify(f *testing.F) {
 	ecKey := newECKey(f, "ec-1")
 	file := writeFile(f, f.TempDir(), "jwks.json", jwksJSON(f, rsaKey, ecKey))
 	now := time.Now()
-	v, err := New(context.Background(), config.JWT{Providers: []config.JWTProvider{{
+	v, err := New(context.Background(), Options{Providers: []Provider{{
 		Name: "corp", Issuer: corpIssuer, Audiences: []string{"api"}, JWKSFile: file,
-		FromHeaders: []config.TokenHeader{{Name: "authorization", Prefix: "Bearer "}},
+		FromHeaders: []TokenHeader{{Name: "authorization", Prefix: "Bearer "}},
 		FromParams:  []string{"access_token"},
 		FromCookies: []string{"session"},
 		// One unknown-kid reread of the file per hour at most.
-		MinRefreshInterval: dur(time.Hour),
-	}}}, Options{Now: func() time.Time { return now }})
+		MinRefreshInterval: time.Hour,
+	}}, Now: func() time.Time { return now }})
 	if err != nil {
 		f.Fatal(err)
 	}

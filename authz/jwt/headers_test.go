@@ -8,8 +8,6 @@ import (
 	"strings"
 	"testing"
 	"time"
-
-	"github.com/gatehouse-dev/gatehouse/config"
 )
 
 func TestIdentityHeaders(t *testing.T) {
@@ -17,10 +15,10 @@ func TestIdentityHeaders(t *testing.T) {
 	srv := newJWKSServer(t, jwksJSON(t, key))
 	p := corpProvider(srv.uri())
 	p.ForwardToken = boolPtr(false)
-	p.FromHeaders = []config.TokenHeader{{Name: "Authorization", Prefix: "Bearer "}}
+	p.FromHeaders = []TokenHeader{{Name: "Authorization", Prefix: "Bearer "}}
 	p.FromParams = []string{"access_token"}
 	p.PayloadHeader = "X-JWT-Payload"
-	p.ClaimToHeaders = []config.ClaimToHeader{
+	p.ClaimToHeaders = []ClaimToHeader{
 		{Claim: "sub", Header: "X-User"},
 		{Claim: "email_verified", Header: "x-verified"},
 		{Claim: "level", Header: "x-level"},
@@ -33,7 +31,7 @@ func TestIdentityHeaders(t *testing.T) {
 		{Claim: "missing", Header: "x-missing"}, // absent: skipped
 		{Claim: "nothing", Header: "x-nothing"}, // null: skipped
 	}
-	v := newVerifier(t, config.JWT{Providers: []config.JWTProvider{p}}, Options{})
+	v := newVerifier(t, Options{Providers: []Provider{p}})
 	waitReady(t, v)
 
 	claims := claimsFor(corpIssuer, "api", time.Now())
@@ -103,7 +101,7 @@ func TestIdentityHeaders(t *testing.T) {
 func TestForwardTokenDefaultKeepsToken(t *testing.T) {
 	key := newEdKey(t, "k1")
 	srv := newJWKSServer(t, jwksJSON(t, key))
-	v := newVerifier(t, config.JWT{Providers: []config.JWTProvider{corpProvider(srv.uri())}}, Options{})
+	v := newVerifier(t, Options{Providers: []Provider{corpProvider(srv.uri())}})
 	waitReady(t, v)
 	res := v.Verify(context.Background(), bearer(sign(t, key, claimsFor(corpIssuer, "api", time.Now()), nil)))
 	check(t, res, "")
@@ -113,50 +111,50 @@ func TestForwardTokenDefaultKeepsToken(t *testing.T) {
 }
 
 func TestConfigValidation(t *testing.T) {
-	base := func() config.JWTProvider {
-		return config.JWTProvider{Name: "corp", Issuer: corpIssuer, Audiences: []string{"api"}, JWKSURI: "https://corp.example.com/jwks"}
+	base := func() Provider {
+		return Provider{Name: "corp", Issuer: corpIssuer, Audiences: []string{"api"}, JWKSURI: "https://corp.example.com/jwks"}
 	}
-	with := func(edit func(p *config.JWTProvider)) []config.JWTProvider {
+	with := func(edit func(p *Provider)) []Provider {
 		p := base()
 		edit(&p)
-		return []config.JWTProvider{p}
+		return []Provider{p}
 	}
 	cases := []struct {
 		name string
-		cfg  config.JWT
+		cfg  Options
 		want string
 	}{
-		{"no audiences", config.JWT{Providers: with(func(p *config.JWTProvider) { p.Audiences = nil })},
+		{"no audiences", Options{Providers: with(func(p *Provider) { p.Audiences = nil })},
 			"jwt.providers[0] (corp): audiences is empty; list the audiences this service accepts, or set allow_any_audience: true"},
-		{"audiences and allow_any", config.JWT{Providers: with(func(p *config.JWTProvider) { p.AllowAnyAudience = true })}, "are both set"},
-		{"no name", config.JWT{Providers: with(func(p *config.JWTProvider) { p.Name = "" })}, "jwt.providers[0]: name is empty"},
-		{"no issuer", config.JWT{Providers: with(func(p *config.JWTProvider) { p.Issuer = "" })}, "(corp): issuer is empty"},
-		{"no key source", config.JWT{Providers: with(func(p *config.JWTProvider) { p.JWKSURI = "" })}, "set exactly one of jwks_uri, jwks_file and discovery: true (0 are set)"},
-		{"two key sources", config.JWT{Providers: with(func(p *config.JWTProvider) { p.JWKSFile = "x.json" })}, "(2 are set)"},
-		{"relative jwks_uri", config.JWT{Providers: with(func(p *config.JWTProvider) { p.JWKSURI = "/jwks" })}, "jwks_uri"},
-		{"file scheme jwks_uri", config.JWT{Providers: with(func(p *config.JWTProvider) { p.JWKSURI = "file:///etc/passwd" })}, "jwks_uri"},
-		{"discovery with non-URL issuer", config.JWT{Providers: with(func(p *config.JWTProvider) { p.JWKSURI, p.Discovery, p.Issuer = "", true, "corp" })}, "discovery needs an http(s) issuer"},
-		{"HS256 algorithm", config.JWT{Providers: with(func(p *config.JWTProvider) { p.Algorithms = []string{"HS256"} })}, `algorithms: "HS256" is not accepted`},
-		{"none algorithm", config.JWT{Providers: with(func(p *config.JWTProvider) { p.Algorithms = []string{"none"} })}, `algorithms: "none" is not accepted`},
-		{"negative refresh", config.JWT{Providers: with(func(p *config.JWTProvider) { p.RefreshInterval = dur(-time.Second) })}, "refresh_interval is negative"},
-		{"negative max_jwks_bytes", config.JWT{Providers: with(func(p *config.JWTProvider) { p.MaxJWKSBytes = -1 })}, "max_jwks_bytes is negative"},
-		{"bad header name", config.JWT{Providers: with(func(p *config.JWTProvider) { p.FromHeaders = []config.TokenHeader{{Name: "bad header"}} })}, "from_headers[0].name"},
-		{"identity header collides with token header", config.JWT{Providers: with(func(p *config.JWTProvider) {
-			p.ClaimToHeaders = []config.ClaimToHeader{{Claim: "sub", Header: "Authorization"}}
+		{"audiences and allow_any", Options{Providers: with(func(p *Provider) { p.AllowAnyAudience = true })}, "are both set"},
+		{"no name", Options{Providers: with(func(p *Provider) { p.Name = "" })}, "jwt.providers[0]: name is empty"},
+		{"no issuer", Options{Providers: with(func(p *Provider) { p.Issuer = "" })}, "(corp): issuer is empty"},
+		{"no key source", Options{Providers: with(func(p *Provider) { p.JWKSURI = "" })}, "set exactly one of jwks_uri, jwks_file and discovery: true (0 are set)"},
+		{"two key sources", Options{Providers: with(func(p *Provider) { p.JWKSFile = "x.json" })}, "(2 are set)"},
+		{"relative jwks_uri", Options{Providers: with(func(p *Provider) { p.JWKSURI = "/jwks" })}, "jwks_uri"},
+		{"file scheme jwks_uri", Options{Providers: with(func(p *Provider) { p.JWKSURI = "file:///etc/passwd" })}, "jwks_uri"},
+		{"discovery with non-URL issuer", Options{Providers: with(func(p *Provider) { p.JWKSURI, p.Discovery, p.Issuer = "", true, "corp" })}, "discovery needs an http(s) issuer"},
+		{"HS256 algorithm", Options{Providers: with(func(p *Provider) { p.Algorithms = []string{"HS256"} })}, `algorithms: "HS256" is not accepted`},
+		{"none algorithm", Options{Providers: with(func(p *Provider) { p.Algorithms = []string{"none"} })}, `algorithms: "none" is not accepted`},
+		{"negative refresh", Options{Providers: with(func(p *Provider) { p.RefreshInterval = -time.Second })}, "refresh_interval is negative"},
+		{"negative max_jwks_bytes", Options{Providers: with(func(p *Provider) { p.MaxJWKSBytes = -1 })}, "max_jwks_bytes is negative"},
+		{"bad header name", Options{Providers: with(func(p *Provider) { p.FromHeaders = []TokenHeader{{Name: "bad header"}} })}, "from_headers[0].name"},
+		{"identity header collides with token header", Options{Providers: with(func(p *Provider) {
+			p.ClaimToHeaders = []ClaimToHeader{{Claim: "sub", Header: "Authorization"}}
 		})}, `identity header "authorization" is also a token header`},
-		{"pseudo header", config.JWT{Providers: with(func(p *config.JWTProvider) { p.PayloadHeader = ":path" })}, "payload_header"},
-		{"host header", config.JWT{Providers: with(func(p *config.JWTProvider) {
-			p.ClaimToHeaders = []config.ClaimToHeader{{Claim: "sub", Header: "host"}}
+		{"pseudo header", Options{Providers: with(func(p *Provider) { p.PayloadHeader = ":path" })}, "payload_header"},
+		{"host header", Options{Providers: with(func(p *Provider) {
+			p.ClaimToHeaders = []ClaimToHeader{{Claim: "sub", Header: "host"}}
 		})}, "cannot carry identity"},
-		{"ca_file with jwks_file", config.JWT{Providers: with(func(p *config.JWTProvider) { p.JWKSURI, p.JWKSFile, p.CAFile = "", "k.json", "ca.pem" })}, "ca_file applies only"},
-		{"duplicate name", config.JWT{Providers: []config.JWTProvider{base(), func() config.JWTProvider { p := base(); p.Issuer = "https://other"; return p }()}}, "jwt.providers[1] (corp): name is also used by jwt.providers[0]"},
-		{"duplicate issuer", config.JWT{Providers: []config.JWTProvider{base(), func() config.JWTProvider { p := base(); p.Name = "other"; return p }()}}, "jwt.providers[1] (other): issuer"},
-		{"negative max_token_bytes", config.JWT{MaxTokenBytes: -1}, "jwt.max_token_bytes is negative"},
-		{"negative clock_skew", config.JWT{ClockSkew: dur(-time.Second)}, "jwt.clock_skew is negative"},
+		{"ca_file with jwks_file", Options{Providers: with(func(p *Provider) { p.JWKSURI, p.JWKSFile, p.CAFile = "", "k.json", "ca.pem" })}, "ca_file applies only"},
+		{"duplicate name", Options{Providers: []Provider{base(), func() Provider { p := base(); p.Issuer = "https://other"; return p }()}}, "jwt.providers[1] (corp): name is also used by jwt.providers[0]"},
+		{"duplicate issuer", Options{Providers: []Provider{base(), func() Provider { p := base(); p.Name = "other"; return p }()}}, "jwt.providers[1] (other): issuer"},
+		{"negative max_token_bytes", Options{MaxTokenBytes: -1}, "jwt.max_token_bytes is negative"},
+		{"negative clock_skew", Options{ClockSkew: -time.Second}, "jwt.clock_skew is negative"},
 	}
 	for _, tc := range cases {
 		t.Run(tc.name, func(t *testing.T) {
-			_, err := New(context.Background(), tc.cfg, Options{})
+			_, err := New(context.Background(), tc.cfg)
 			if err == nil || !strings.Contains(err.Error(), tc.want) {
 				t.Fatalf("New: err = %v\nwant it to contain %q", err, tc.want)
 			}

@@ -19,7 +19,6 @@ import (
 	"testing"
 	"time"
 
-	"github.com/gatehouse-dev/gatehouse/config"
 	"github.com/lestrrat-go/jwx/v2/jwa"
 	"github.com/lestrrat-go/jwx/v2/jwk"
 	"github.com/lestrrat-go/jwx/v2/jws"
@@ -216,12 +215,12 @@ func (w testWriter) Write(b []byte) (int, error) {
 	return len(b), nil
 }
 
-func newVerifier(t testing.TB, cfg config.JWT, opts Options) *Verifier {
+func newVerifier(t testing.TB, opts Options) *Verifier {
 	t.Helper()
 	if opts.Logger == nil {
 		opts.Logger = testLogger(t)
 	}
-	v, err := New(context.Background(), cfg, opts)
+	v, err := New(context.Background(), opts)
 	if err != nil {
 		t.Fatalf("New: %v", err)
 	}
@@ -258,8 +257,6 @@ func writeFile(t testing.TB, dir, name string, body []byte) string {
 	}
 	return p
 }
-
-func dur(d time.Duration) config.Duration { return config.Duration(d) }
 
 func boolPtr(b bool) *bool { return &b }
 

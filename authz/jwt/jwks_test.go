@@ -14,18 +14,17 @@ import (
 	"testing"
 	"time"
 
-	"github.com/gatehouse-dev/gatehouse/config"
 	"github.com/lestrrat-go/jwx/v2/jwa"
 )
 
-func corpProvider(uri string) config.JWTProvider {
-	return config.JWTProvider{Name: "corp", Issuer: corpIssuer, Audiences: []string{"api"}, JWKSURI: uri}
+func corpProvider(uri string) Provider {
+	return Provider{Name: "corp", Issuer: corpIssuer, Audiences: []string{"api"}, JWKSURI: uri}
 }
 
 func TestRotationAcceptedAfterOneRefetch(t *testing.T) {
 	k1, k2 := newECKey(t, "k1"), newECKey(t, "k2")
 	srv := newJWKSServer(t, jwksJSON(t, k1))
-	v := newVerifier(t, config.JWT{Providers: []config.JWTProvider{corpProvider(srv.uri())}}, Options{})
+	v := newVerifier(t, Options{Providers: []Provider{corpProvider(srv.uri())}})
 	waitReady(t, v)
 	if n := srv.hits.Load(); n != 1 {
 		t.Fatalf("hits after start = %d, want 1", n)
@@ -47,7 +46,7 @@ func TestRotationAcceptedAfterOneRefetch(t *testing.T) {
 func TestUnknownKidFloodIsRateLimited(t *testing.T) {
 	k1 := newECKey(t, "k1")
 	srv := newJWKSServer(t, jwksJSON(t, k1))
-	v := newVerifier(t, config.JWT{Providers: []config.JWTProvider{corpProvider(srv.uri())}}, Options{})
+	v := newVerifier(t, Options{Providers: []Provider{corpProvider(srv.uri())}})
 	waitReady(t, v)
 
 	claims := claimsFor(corpIssuer, "api", time.Now())
@@ -111,8 +110,8 @@ func TestFirstFetchFailsThenRecovers(t *testing.T) {
 			srv.set(tc.status, tc.body, tc.slow)
 			p := corpProvider(srv.uri())
 			p.MaxJWKSBytes = 4 << 10
-			p.FetchTimeout = dur(300 * time.Millisecond)
-			v := newVerifier(t, config.JWT{Providers: []config.JWTProvider{p}}, Options{})
+			p.FetchTimeout = 300 * time.Millisecond
+			v := newVerifier(t, Options{Providers: []Provider{p}})
 
 			eventually(t, 10*time.Second, "two failed fetches", func() bool { return v.Stats().FetchFailures >= 2 })
 			if v.Ready() {
@@ -156,9 +155,9 @@ func TestRefreshFailureKeepsLastGood(t *testing.T) {
 			srv := newJWKSServer(t, good)
 			p := corpProvider(srv.uri())
 			p.MaxJWKSBytes = 4 << 10
-			p.FetchTimeout = dur(300 * time.Millisecond)
-			p.RefreshInterval = dur(time.Second)
-			v := newVerifier(t, config.JWT{CacheSize: -1, Providers: []config.JWTProvider{p}}, Options{})
+			p.FetchTimeout = 300 * time.Millisecond
+			p.RefreshInterval = time.Second
+			v := newVerifier(t, Options{CacheSize: -1, Providers: []Provider{p}})
 			waitReady(t, v)
 			token := sign(t, key, claimsFor(corpIssuer, "api", time.Now()), nil)
 			check(t, v.Verify(context.Background(), bearer(token)), "")
@@ -201,8 +200,8 @@ func TestBackgroundRefreshPicksUpNewKeys(t *testing.T) {
 	k1, k2 := newECKey(t, "k1"), newECKey(t, "k2")
 	srv := newJWKSServer(t, jwksJSON(t, k1))
 	p := corpProvider(srv.uri())
-	p.RefreshInterval = dur(time.Second)
-	v := newVerifier(t, config.JWT{Providers: []config.JWTProvider{p}}, Options{})
+	p.RefreshInterval = time.Second
+	v := newVerifier(t, Options{Providers: []Provider{p}})
 	waitReady(t, v)
 	srv.set(http.StatusOK, jwksJSON(t, k1, k2), false)
 	eventually(t, 10*time.Second, "refresh to 2 keys", func() bool { return v.Stats().Providers[0].Keys == 2 })
@@ -233,9 +232,9 @@ func TestDiscovery(t *testing.T) {
 			t.Cleanup(srv.Close)
 			srvURL = srv.URL
 
-			v := newVerifier(t, config.JWT{Providers: []config.JWTProvider{
+			v := newVerifier(t, Options{Providers: []Provider{
 				{Name: "oidc", Issuer: srv.URL, Audiences: []string{"api"}, Discovery: true},
-			}}, Options{})
+			}})
 			token := sign(t, key, claimsFor(srv.URL, "api", time.Now()), nil)
 			if tc.wantReady {
 				waitReady(t, v)
@@ -262,11 +261,11 @@ func TestCAFile(t *testing.T) {
 	t.Run("trusted via ca_file", func(t *testing.T) {
 		p := corpProvider(srv.URL + "/jwks.json")
 		p.CAFile = caFile
-		v := newVerifier(t, config.JWT{Providers: []config.JWTProvider{p}}, Options{})
+		v := newVerifier(t, Options{Providers: []Provider{p}})
 		waitReady(t, v)
 	})
 	t.Run("untrusted without ca_file", func(t *testing.T) {
-		v := newVerifier(t, config.JWT{Providers: []config.JWTProvider{corpProvider(srv.URL + "/jwks.json")}}, Options{})
+		v := newVerifier(t, Options{Providers: []Provider{corpProvider(srv.URL + "/jwks.json")}})
 		eventually(t, 10*time.Second, "a failed TLS fetch", func() bool { return v.Stats().FetchFailures >= 1 })
 		if v.Ready() {
 			t.Fatal("Ready with an untrusted certificate")
@@ -275,7 +274,7 @@ func TestCAFile(t *testing.T) {
 	t.Run("bad ca_file fails New", func(t *testing.T) {
 		p := corpProvider(srv.URL + "/jwks.json")
 		p.CAFile = writeFile(t, t.TempDir(), "ca.pem", []byte("not pem"))
-		if _, err := New(context.Background(), config.JWT{Providers: []config.JWTProvider{p}}, Options{}); err == nil || !strings.Contains(err.Error(), "ca_file") {
+		if _, err := New(context.Background(), Options{Providers: []Provider{p}}); err == nil || !strings.Contains(err.Error(), "ca_file") {
 			t.Fatalf("New: err = %v, want a ca_file error", err)
 		}
 	})
@@ -298,8 +297,9 @@ func TestJWKSFile(t *testing.T) {
 	}
 	for _, tc := range cases {
 		t.Run(tc.name, func(t *testing.T) {
-			cfg := config.JWT{Providers: []config.JWTProvider{{Name: "corp", Issuer: corpIssuer, Audiences: []string{"api"}, JWKSFile: tc.path, MaxJWKSBytes: 4 << 10}}}
-			v, err := New(context.Background(), cfg, Options{Logger: testLogger(t)})
+			cfg := Options{Providers: []Provider{{Name: "corp", Issuer: corpIssuer, Audiences: []string{"api"}, JWKSFile: tc.path, MaxJWKSBytes: 4 << 10}}}
+			cfg.Logger = testLogger(t)
+			v, err := New(context.Background(), cfg)
 			if tc.wantErr != "" {
 				if err == nil || !strings.Contains(err.Error(), tc.wantErr) {
 					t.Fatalf("New: err = %v, want it to contain %q", err, tc.wantErr)

@@ -16,8 +16,6 @@ import (
 	"sort"
 	"sync"
 	"time"
-
-	"github.com/gatehouse-dev/gatehouse/config"
 )
 
 // Reasons a token is not valid. They are the values of Result.Error and of
@@ -59,9 +57,34 @@ const (
 	ErrKeysUnavailable = "keys_unavailable"
 )
 
-// Options are the dependencies of a Verifier that do not come from the
-// configuration file.
+// Defaults applied to zero Options and Provider fields. They are defined here
+// and nowhere else: the configuration file maps onto Options unchanged.
+const (
+	DefaultClockSkew          = 60 * time.Second
+	DefaultMaxTokenBytes      = 8192
+	DefaultCacheSize          = 10000
+	DefaultRefreshInterval    = 10 * time.Minute
+	DefaultMinRefreshInterval = 30 * time.Second
+	DefaultFetchTimeout       = 5 * time.Second
+	DefaultMaxJWKSBytes       = 1 << 20
+)
+
+// Options configure a Verifier. The configuration fields mirror the `jwt`
+// section of the configuration file (docs/configuration.md); a zero field
+// takes its Default* value, and validation errors name the file's keys
+// (jwt.providers[i].audiences, ...).
 type Options struct {
+	// Providers are the token issuers, chosen per token by its `iss`.
+	Providers []Provider
+	// ClockSkew is the leeway on exp, nbf and iat. Zero is DefaultClockSkew.
+	ClockSkew time.Duration
+	// MaxTokenBytes rejects larger tokens before parsing. Zero is
+	// DefaultMaxTokenBytes.
+	MaxTokenBytes int
+	// CacheSize bounds the verified-token cache (entries). Zero is
+	// DefaultCacheSize; negative disables the cache.
+	CacheSize int
+
 	// Logger receives JWKS lifecycle lines. Nil discards them.
 	Logger *slog.Logger
 	// HTTPClient is the base client for JWKS and discovery fetches. Its
@@ -74,12 +97,83 @@ type Options struct {
 	Now func() time.Time
 }
 
+// Provider is one token issuer: where its keys come from, where its tokens
+// are carried, what is checked and what reaches the upstream.
+type Provider struct {
+	// Name identifies the provider in input.jwt.provider and logs.
+	Name string
+	// Issuer is compared exactly with the token's iss.
+	Issuer string
+	// Audiences: aud must hold one of them. Required unless AllowAnyAudience.
+	Audiences        []string
+	AllowAnyAudience bool
+
+	// Exactly one of JWKSURI, JWKSFile and Discovery.
+	JWKSURI   string
+	JWKSFile  string
+	Discovery bool
+
+	// Token locations. With none at all, the token is read from the
+	// Authorization header with the prefix "Bearer ".
+	FromHeaders []TokenHeader
+	FromParams  []string
+	FromCookies []string
+
+	// ForwardToken false strips the token (valid or not) before the request
+	// reaches the upstream. Nil means true.
+	ForwardToken   *bool
+	ClaimToHeaders []ClaimToHeader
+	PayloadHeader  string
+
+	// Algorithms restricts the accepted algorithms; empty accepts every
+	// asymmetric one the key fits (RS*, PS*, ES*, EdDSA).
+	Algorithms []string
+
+	// RefreshInterval is the background JWKS refresh period (Cache-Control
+	// max-age is honoured within bounds). Zero is DefaultRefreshInterval.
+	RefreshInterval time.Duration
+	// MinRefreshInterval spaces the refetches an unknown kid triggers. Zero
+	// is DefaultMinRefreshInterval.
+	MinRefreshInterval time.Duration
+	// FetchTimeout bounds one JWKS or discovery fetch, and so how long a
+	// request waits on an unknown-kid refetch. Zero is DefaultFetchTimeout.
+	FetchTimeout time.Duration
+	// MaxJWKSBytes bounds a JWKS or discovery response. Zero is
+	// DefaultMaxJWKSBytes.
+	MaxJWKSBytes int64
+	// CAFile is an extra PEM CA bundle for the JWKS endpoint's TLS.
+	CAFile string
+	// RedirectHosts lists the hosts a JWKS or discovery fetch may be
+	// redirected to besides its own origin (scheme, host and port). An entry
+	// with a port ("keys.example.net:8443") matches that host and port; an
+	// entry without one matches the host on any port. Empty refuses every
+	// redirect to another origin.
+	RedirectHosts []string
+}
+
+// TokenHeader names a header carrying a token, with an optional prefix such
+// as "Bearer " (matched case-insensitively).
+type TokenHeader struct {
+	Name   string
+	Prefix string
+}
+
+// ClaimToHeader copies a claim into an upstream request header.
+type ClaimToHeader struct {
+	Claim  string
+	Header string
+}
+
 // Request is the part of a CheckRequest a token can be found in.
 type Request struct {
 	// Headers uses lower-case names; Envoy comma-joins repeated headers.
 	Headers map[string]string
 	// Query holds the decoded query parameters.
 	Query map[string][]string
+	// RawQuery is the query string as received (after `?`, before `#`,
+	// undecoded). It is used only to name the token's parameter as the
+	// upstream sees it when forward_token is false; empty is allowed.
+	RawQuery string
 }
 
 // Result is the outcome of verifying the token presented with a request.
@@ -159,12 +253,12 @@ type Verifier struct {
 	closeOnce sync.Once
 }
 
-// New validates cfg, loads jwks_file providers, starts fetching the JWKS of
+// New validates opts, loads jwks_file providers, starts fetching the JWKS of
 // the others in the background and returns without waiting for them: Ready
 // reports when every provider has keys. ctx bounds the background work, as
 // does Close. An invalid configuration returns an error naming each bad field
 // and its fix.
-func New(ctx context.Context, cfg config.JWT, opts Options) (*Verifier, error) {
+func New(ctx context.Context, opts Options) (*Verifier, error) {
 	log := opts.Logger
 	if log == nil {
 		log = slog.New(slog.DiscardHandler)
@@ -173,7 +267,7 @@ func New(ctx context.Context, cfg config.JWT, opts Options) (*Verifier, error) {
 	if now == nil {
 		now = time.Now
 	}
-	settings, err := compile(cfg)
+	settings, err := compile(opts)
 	if err != nil {
 		return nil, err
 	}

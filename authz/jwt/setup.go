@@ -6,22 +6,9 @@ import (
 	"net/url"
 	"strings"
 	"time"
-
-	"github.com/gatehouse-dev/gatehouse/config"
 )
 
-// Defaults for zero configuration values.
-const (
-	defaultClockSkew          = 60 * time.Second
-	defaultMaxTokenBytes      = 8192
-	defaultCacheSize          = 10000
-	defaultRefreshInterval    = 10 * time.Minute
-	defaultMinRefreshInterval = 30 * time.Second
-	defaultFetchTimeout       = 5 * time.Second
-	defaultMaxJWKSBytes       = 1 << 20
-)
-
-// settings is a validated config.JWT.
+// settings are validated Options.
 type settings struct {
 	providers       []*provider
 	locations       []*location
@@ -33,29 +20,29 @@ type settings struct {
 
 // compile validates cfg and applies defaults. Every problem is reported, each
 // naming the field and the fix, so one edit of the file fixes them all.
-func compile(cfg config.JWT) (*settings, error) {
+func compile(cfg Options) (*settings, error) {
 	var errs []error
 	bad := func(format string, args ...any) { errs = append(errs, fmt.Errorf(format, args...)) }
 
 	s := &settings{
 		maxTokenBytes: cfg.MaxTokenBytes,
-		skew:          cfg.ClockSkew.D(),
+		skew:          cfg.ClockSkew,
 		cacheSize:     cfg.CacheSize,
 	}
 	switch {
 	case s.maxTokenBytes < 0:
-		bad("jwt.max_token_bytes is negative; remove it for the default %d or set a positive size", defaultMaxTokenBytes)
+		bad("jwt.max_token_bytes is negative; remove it for the default %d or set a positive size", DefaultMaxTokenBytes)
 	case s.maxTokenBytes == 0:
-		s.maxTokenBytes = defaultMaxTokenBytes
+		s.maxTokenBytes = DefaultMaxTokenBytes
 	}
 	switch {
 	case s.skew < 0:
-		bad("jwt.clock_skew is negative; remove it for the default %s or set a positive duration", defaultClockSkew)
+		bad("jwt.clock_skew is negative; remove it for the default %s or set a positive duration", DefaultClockSkew)
 	case s.skew == 0:
-		s.skew = defaultClockSkew
+		s.skew = DefaultClockSkew
 	}
 	if s.cacheSize == 0 {
-		s.cacheSize = defaultCacheSize
+		s.cacheSize = DefaultCacheSize
 	}
 
 	names := map[string]int{}
@@ -106,7 +93,7 @@ func compile(cfg config.JWT) (*settings, error) {
 }
 
 // compileProvider validates one provider; p is usable only when errs is empty.
-func compileProvider(i int, pc config.JWTProvider) (p *provider, errs []error) {
+func compileProvider(i int, pc Provider) (p *provider, errs []error) {
 	at := fmt.Sprintf("jwt.providers[%d] (%s)", i, pc.Name)
 	if pc.Name == "" {
 		at = fmt.Sprintf("jwt.providers[%d]", i)
@@ -182,14 +169,14 @@ func compileProvider(i int, pc config.JWTProvider) (p *provider, errs []error) {
 		p.algMask = allAlgs
 	}
 
-	p.refreshInterval = durationOrDefault(pc.RefreshInterval.D(), defaultRefreshInterval, at+": refresh_interval", &errs)
-	p.minRefreshInterval = durationOrDefault(pc.MinRefreshInterval.D(), defaultMinRefreshInterval, at+": min_refresh_interval", &errs)
-	p.fetchTimeout = durationOrDefault(pc.FetchTimeout.D(), defaultFetchTimeout, at+": fetch_timeout", &errs)
+	p.refreshInterval = durationOrDefault(pc.RefreshInterval, DefaultRefreshInterval, at+": refresh_interval", &errs)
+	p.minRefreshInterval = durationOrDefault(pc.MinRefreshInterval, DefaultMinRefreshInterval, at+": min_refresh_interval", &errs)
+	p.fetchTimeout = durationOrDefault(pc.FetchTimeout, DefaultFetchTimeout, at+": fetch_timeout", &errs)
 	switch {
 	case pc.MaxJWKSBytes < 0:
 		bad("max_jwks_bytes is negative; remove it for the default 1 MiB or set a positive size")
 	case pc.MaxJWKSBytes == 0:
-		p.maxJWKSBytes = defaultMaxJWKSBytes
+		p.maxJWKSBytes = DefaultMaxJWKSBytes
 	default:
 		p.maxJWKSBytes = pc.MaxJWKSBytes
 	}
@@ -199,7 +186,7 @@ func compileProvider(i int, pc config.JWTProvider) (p *provider, errs []error) {
 	// "cookie only".
 	headers := pc.FromHeaders
 	if len(headers) == 0 && len(pc.FromParams) == 0 && len(pc.FromCookies) == 0 {
-		headers = []config.TokenHeader{{Name: "authorization", Prefix: "Bearer "}}
+		headers = []TokenHeader{{Name: "authorization", Prefix: "Bearer "}}
 	}
 	for j, h := range headers {
 		name := strings.ToLower(h.Name)

@@ -17,7 +17,6 @@ import (
 	"testing"
 	"time"
 
-	"github.com/gatehouse-dev/gatehouse/config"
 	"github.com/lestrrat-go/jwx/v2/jwa"
 )
 
@@ -55,13 +54,13 @@ func newHostileFixture(t *testing.T) *hostileFixture {
 	t.Cleanup(jku.Close)
 	f.jkuURL = jku.URL + "/evil.json"
 
-	f.v = newVerifier(t, config.JWT{Providers: []config.JWTProvider{
+	f.v = newVerifier(t, Options{Providers: []Provider{
 		{Name: "corp", Issuer: corpIssuer, Audiences: []string{"api"}, JWKSURI: f.jwks.uri()},
 		{
 			Name: "web", Issuer: webIssuer, AllowAnyAudience: true, JWKSURI: f.jwks.uri(),
 			FromParams: []string{"access_token"}, FromCookies: []string{"session"},
 		},
-	}}, Options{})
+	}})
 	waitReady(t, f.v)
 	return f
 }
@@ -206,7 +205,7 @@ func manyFields(n int) map[string]any {
 }
 
 func TestZeroProviders(t *testing.T) {
-	v := newVerifier(t, config.JWT{}, Options{})
+	v := newVerifier(t, Options{})
 	if !v.Ready() {
 		t.Fatal("zero providers: want Ready")
 	}

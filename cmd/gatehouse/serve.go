@@ -66,7 +66,9 @@ func build(ctx context.Context, cfg *config.Config, file string, logger, decisio
 	if err != nil {
 		return nil, &configError{file, err}
 	}
-	tokens, err := jwt.New(ctx, cfg.JWT, jwt.Options{Logger: logger.With("component", "jwt")})
+	jwtOpts := cfg.JWTOptions()
+	jwtOpts.Logger = logger.With("component", "jwt")
+	tokens, err := jwt.New(ctx, jwtOpts)
 	if err != nil {
 		return nil, &configError{file, err}
 	}

@@ -1,0 +1,45 @@
+package config
+
+import "github.com/gatehouse-dev/gatehouse/authz/jwt"
+
+// JWTOptions maps the jwt section onto the verifier's options, field for
+// field: zero values stay zero so that each default is applied in one place,
+// by authz/jwt. The caller adds the runtime dependencies (Logger, HTTPClient).
+func (c *Config) JWTOptions() jwt.Options {
+	opts := jwt.Options{
+		ClockSkew:     c.JWT.ClockSkew.D(),
+		MaxTokenBytes: c.JWT.MaxTokenBytes,
+		CacheSize:     c.JWT.CacheSize,
+	}
+	for _, p := range c.JWT.Providers {
+		jp := jwt.Provider{
+			Name:             p.Name,
+			Issuer:           p.Issuer,
+			Audiences:        p.Audiences,
+			AllowAnyAudience: p.AllowAnyAudience,
+			JWKSURI:          p.JWKSURI,
+			JWKSFile:         p.JWKSFile,
+			Discovery:        p.Discovery,
+			FromParams:       p.FromParams,
+			FromCookies:      p.FromCookies,
+			ForwardToken:     p.ForwardToken,
+			PayloadHeader:    p.PayloadHeader,
+			Algorithms:       p.Algorithms,
+
+			RefreshInterval:    p.RefreshInterval.D(),
+			MinRefreshInterval: p.MinRefreshInterval.D(),
+			FetchTimeout:       p.FetchTimeout.D(),
+			MaxJWKSBytes:       p.MaxJWKSBytes,
+			CAFile:             p.CAFile,
+			RedirectHosts:      p.RedirectHosts,
+		}
+		for _, h := range p.FromHeaders {
+			jp.FromHeaders = append(jp.FromHeaders, jwt.TokenHeader{Name: h.Name, Prefix: h.Prefix})
+		}
+		for _, ch := range p.ClaimToHeaders {
+			jp.ClaimToHeaders = append(jp.ClaimToHeaders, jwt.ClaimToHeader{Claim: ch.Claim, Header: ch.Header})
+		}
+		opts.Providers = append(opts.Providers, jp)
+	}
+	return opts
+}
