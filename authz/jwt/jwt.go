@@ -36,8 +36,9 @@ const (
 	// ErrBadSignature: the signature does not verify with the selected key.
 	ErrBadSignature = "bad_signature"
 	// ErrUnknownKey: no key in the provider's set matches the `kid` (after the
-	// rate-limited refetch), or the token has no `kid` and the set does not
-	// hold exactly one key usable for its `alg`.
+	// rate-limited refetch), or the token has no `kid` and no key in the set
+	// is usable for its `alg`. A token without `kid` is tried against each
+	// usable key (at most 8); when none verifies it is ErrBadSignature.
 	ErrUnknownKey = "unknown_key"
 	// ErrUnknownIssuer: the token's `iss` names no configured provider. This
 	// is reported even with a single provider, so a policy (and an operator

@@ -44,10 +44,18 @@ type verifyKey struct {
 	thumbprint thumbprint
 }
 
+// maxKidlessCandidates bounds the keys a token without `kid` is tried
+// against, so a kid-less token costs at most this many signature checks
+// however large the issuer's key set.
+const maxKidlessCandidates = 8
+
 // keySet is an immutable index over one fetched JWKS.
 type keySet struct {
-	keys        []*verifyKey
-	byKID       map[string][]*verifyKey
+	keys  []*verifyKey
+	byKID map[string][]*verifyKey
+	// byAlg lists, per algorithm, the keys usable for it in JWKS order (the
+	// candidates for a token without kid), built at fetch time.
+	byAlg       [numAlgs][]*verifyKey
 	thumbprints map[thumbprint]struct{}
 	updated     time.Time
 }
@@ -73,6 +81,11 @@ func buildKeySet(set jwk.Set) (ks *keySet, skipped []string, err error) {
 			ks.byKID[vk.kid] = append(ks.byKID[vk.kid], vk)
 		}
 		ks.thumbprints[vk.thumbprint] = struct{}{}
+		for id := range numAlgs {
+			if vk.usableFor(id) {
+				ks.byAlg[id] = append(ks.byAlg[id], vk)
+			}
+		}
 	}
 	if len(ks.keys) == 0 {
 		return nil, skipped, fmt.Errorf("no usable signature verification key among %d keys", set.Len())
@@ -144,31 +157,28 @@ func (k *verifyKey) usableFor(id algID) bool {
 	return k.kind == id.keyKind() && (k.alg == "" || k.alg == id.String())
 }
 
-// pick selects the key for a token's kid and alg. kid is only a map key:
-// it never reaches a path, URL or log unquoted.
-func (ks *keySet) pick(kid string, id algID) (*verifyKey, string, string) {
+// pick returns the keys a token's signature is tried against: the key its
+// kid names, or, for a token without kid, every key usable for its alg (at
+// most maxKidlessCandidates, in JWKS order), as RFC 7515 makes kid optional
+// and Envoy's jwt_authn tries each key. During a rotation an issuer that
+// omits kid publishes two keys for one alg, and both must be tried. kid is
+// only a map key: it never reaches a path, URL or log unquoted. The returned
+// slice belongs to the key set and must not be modified.
+func (ks *keySet) pick(kid string, id algID) ([]*verifyKey, string, string) {
 	if kid == "" {
-		var found *verifyKey
-		for _, k := range ks.keys {
-			if k.usableFor(id) {
-				if found != nil {
-					return nil, ErrUnknownKey, "token has no kid and several keys fit " + id.String()
-				}
-				found = k
-			}
-		}
-		if found == nil {
+		candidates := ks.byAlg[id]
+		if len(candidates) == 0 {
 			return nil, ErrUnknownKey, "token has no kid and no key fits " + id.String()
 		}
-		return found, "", ""
+		return candidates[:min(len(candidates), maxKidlessCandidates)], "", ""
 	}
 	candidates := ks.byKID[kid]
 	if len(candidates) == 0 {
 		return nil, ErrUnknownKey, "no key with kid " + quote(kid)
 	}
-	for _, k := range candidates {
+	for i, k := range candidates {
 		if k.usableFor(id) {
-			return k, "", ""
+			return candidates[i : i+1], "", ""
 		}
 	}
 	return nil, ErrAlgNotAllowed, "alg " + id.String() + " does not fit key " + quote(kid)

@@ -291,17 +291,25 @@ func (v *Verifier) verifyToken(ctx context.Context, p *provider, t *parsedToken,
 		// loop is retrying, the request path never fetches here.
 		return nil, ErrKeysUnavailable, "no key set fetched yet for provider " + quote(p.name)
 	}
-	key, code, detail := ks.pick(t.kid, id)
+	keys, code, detail := ks.pick(t.kid, id)
 	if code == ErrUnknownKey && t.kid != "" {
 		if fresh := p.refetchForUnknownKID(ctx); fresh != nil {
-			key, code, detail = fresh.pick(t.kid, id)
+			keys, code, detail = fresh.pick(t.kid, id)
 		}
 	}
-	if key == nil {
+	if keys == nil {
 		return nil, code, detail
 	}
-	if err := v.algs.verifiers[id].Verify([]byte(t.signingInput), t.signature, key.raw); err != nil {
-		return nil, ErrBadSignature, "signature does not verify with key " + quote(key.kid)
+	key := verifyWithAny(v.algs.verifiers[id], t, keys)
+	if key == nil {
+		if t.kid != "" {
+			return nil, ErrBadSignature, "signature does not verify with key " + quote(t.kid)
+		}
+		detail := fmt.Sprintf("token has no kid and its signature verifies with none of the %d keys that fit %s", len(keys), id)
+		if n := len(ks.byAlg[id]); n > len(keys) {
+			detail += fmt.Sprintf(" (the first %d of %d tried; set kid in the issuer's tokens)", len(keys), n)
+		}
+		return nil, ErrBadSignature, detail
 	}
 
 	expiresAt, code, detail := v.checkTimes(t.claims, now)
@@ -318,6 +326,17 @@ func (v *Verifier) verifyToken(ctx context.Context, p *provider, t *parsedToken,
 		thumbprint: key.thumbprint,
 		expiresAt:  expiresAt,
 	}, "", ""
+}
+
+// verifyWithAny returns the first of keys the signature verifies with, or nil.
+func verifyWithAny(verifier jws.Verifier, t *parsedToken, keys []*verifyKey) *verifyKey {
+	input := []byte(t.signingInput)
+	for _, k := range keys {
+		if verifier.Verify(input, t.signature, k.raw) == nil {
+			return k
+		}
+	}
+	return nil
 }
 
 // checkTimes applies exp (required, as jwt_authn's optional exp is a

@@ -10,6 +10,7 @@ import (
 	"crypto/sha256"
 	"crypto/x509"
 	"encoding/pem"
+	"fmt"
 	"net/http"
 	"net/http/httptest"
 	"strings"
@@ -249,6 +250,69 @@ func TestOneTokenPerRequest(t *testing.T) {
 			}
 			if tc.want == "" && !res.Valid || res.Error != tc.want {
 				t.Fatalf("got valid=%v error=%q (%s), want error %q", res.Valid, res.Error, res.Detail, tc.want)
+			}
+		})
+	}
+}
+
+// TestTokenWithoutKidTriesEachCandidate: kid is optional (RFC 7515), so a
+// token without one is tried against every key usable for its alg, as
+// Envoy's jwt_authn does, bounded by maxKidlessCandidates; the real reason
+// (expired, bad audience) is reported instead of unknown_key.
+func TestTokenWithoutKidTriesEachCandidate(t *testing.T) {
+	keys := make([]*testKey, maxKidlessCandidates+2)
+	for i := range keys {
+		keys[i] = newECKey(t, fmt.Sprintf("ec-%d", i))
+	}
+	rsa := newRSAKey(t, "rsa", jwa.RS256)
+	outsider := newECKey(t, "ec-0") // not in any set
+	now := time.Now()
+	good := func() map[string]any { return claimsFor(corpIssuer, "api", now) }
+	with := func(edit func(c map[string]any)) map[string]any {
+		c := good()
+		edit(c)
+		return c
+	}
+	noKid := map[string]any{"kid": nil}
+
+	cases := []struct {
+		name       string
+		set        []*testKey
+		signer     *testKey
+		claims     map[string]any
+		want       string
+		wantDetail string
+	}{
+		{"second of three keys", []*testKey{keys[0], keys[1], keys[2], rsa}, keys[1], good(), "", ""},
+		{"last of three keys", []*testKey{keys[0], keys[1], keys[2], rsa}, keys[2], good(), "", ""},
+		{"expired, signed by the second key", []*testKey{keys[0], keys[1], rsa}, keys[1],
+			with(func(c map[string]any) { c["exp"] = now.Add(-time.Hour).Unix() }), ErrExpired, "expired at"},
+		{"wrong audience, signed by the second key", []*testKey{keys[0], keys[1]}, keys[1],
+			with(func(c map[string]any) { c["aud"] = "other" }), ErrBadAudience, ""},
+		{"signed by none of the keys", []*testKey{keys[0], keys[1], rsa}, outsider, good(), ErrBadSignature,
+			"none of the 2 keys that fit ES256"},
+		{"no key fits the alg", []*testKey{rsa}, keys[0], good(), ErrUnknownKey, "no key fits ES256"},
+		{"the last allowed candidate", keys, keys[maxKidlessCandidates-1], good(), "", ""},
+		{"past the candidate bound", keys, keys[maxKidlessCandidates], good(), ErrBadSignature,
+			fmt.Sprintf("the first %d of %d tried", maxKidlessCandidates, len(keys))},
+	}
+	for _, tc := range cases {
+		t.Run(tc.name, func(t *testing.T) {
+			file := writeFile(t, t.TempDir(), "jwks.json", jwksJSON(t, tc.set...))
+			v := newVerifier(t, Options{Providers: []Provider{{Name: "corp", Issuer: corpIssuer, Audiences: []string{"api"}, JWKSFile: file}}})
+			req := bearer(sign(t, tc.signer, tc.claims, noKid))
+			res := v.Verify(context.Background(), req)
+			check(t, res, tc.want)
+			if !strings.Contains(res.Detail, tc.wantDetail) {
+				t.Fatalf("Detail = %q, want it to contain %q", res.Detail, tc.wantDetail)
+			}
+			if tc.want != "" {
+				return
+			}
+			// Cached like any verification: the second check is a hit.
+			check(t, v.Verify(context.Background(), req), "")
+			if s := v.Stats(); s.CacheHits != 1 || s.CacheMisses != 1 {
+				t.Fatalf("hits=%d misses=%d, want 1/1", s.CacheHits, s.CacheMisses)
 			}
 		})
 	}
