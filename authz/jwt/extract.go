@@ -1,6 +1,8 @@
 package jwt
 
 import (
+	"net/url"
+	"slices"
 	"strings"
 )
 
@@ -22,9 +24,13 @@ type location struct {
 
 	// allowed is indexed by provider.index.
 	allowed []bool
-	// removeHeaders / removeParams strip the token for forward_token: false.
-	// Cookies are never stripped: removing the cookie header would drop
-	// every other cookie of the request.
+	// strip is true when a provider reading this location has
+	// forward_token: false.
+	strip bool
+	// removeHeaders / removeParams strip the token for forward_token: false;
+	// shared between requests, never modified. Cookies are never stripped:
+	// removing the cookie header would drop every other cookie of the
+	// request.
 	removeHeaders []string
 	removeParams  []string
 }
@@ -53,6 +59,7 @@ func unionLocations(providers []*provider) []*location {
 			out = append(out, u)
 		}
 		u.allowed[p.index] = true
+		u.strip = u.strip || !p.forwardToken
 	}
 	for _, kind := range []locationKind{inHeader, inParam, inCookie} {
 		for _, p := range providers {
@@ -62,6 +69,26 @@ func unionLocations(providers []*provider) []*location {
 		}
 	}
 	return out
+}
+
+// paramNames returns the names to list in query_parameters_to_remove for
+// the parameter l: its configured name and each raw spelling in rawQuery
+// that decodes to it. Envoy matches the raw name, so "access_%74oken=..."
+// must be listed as such or the token reaches the upstream.
+func (l *location) paramNames(rawQuery string) []string {
+	names := l.removeParams
+	for rawQuery != "" {
+		var pair string
+		pair, rawQuery, _ = strings.Cut(rawQuery, "&")
+		name, _, _ := strings.Cut(pair, "=")
+		if name == l.name || !strings.ContainsAny(name, "%+") || slices.Contains(names, name) {
+			continue
+		}
+		if decoded, err := url.QueryUnescape(name); err == nil && decoded == l.name {
+			names = appendShared(names, []string{name})
+		}
+	}
+	return names
 }
 
 func (l *location) describe() string {

@@ -4,6 +4,7 @@ import (
 	"context"
 	"encoding/base64"
 	"encoding/json"
+	"net/url"
 	"reflect"
 	"strings"
 	"testing"
@@ -157,6 +158,82 @@ func TestConfigValidation(t *testing.T) {
 			_, err := New(context.Background(), tc.cfg)
 			if err == nil || !strings.Contains(err.Error(), tc.want) {
 				t.Fatalf("New: err = %v\nwant it to contain %q", err, tc.want)
+			}
+		})
+	}
+}
+
+// TestForwardTokenFalseStrips: with forward_token: false the upstream never
+// sees the token, valid or not: every location that carried a value is
+// listed for removal (by its raw query name too), while a provider that
+// forwards keeps its token.
+func TestForwardTokenFalseStrips(t *testing.T) {
+	key := newEdKey(t, "k1")
+	other := newEdKey(t, "k1") // same kid, not in the set
+	file := writeFile(t, t.TempDir(), "jwks.json", jwksJSON(t, key))
+	v := newVerifier(t, Options{Providers: []Provider{
+		{
+			Name: "corp", Issuer: corpIssuer, Audiences: []string{"api"}, JWKSFile: file, ForwardToken: boolPtr(false),
+			FromHeaders: []TokenHeader{{Name: "authorization", Prefix: "Bearer "}}, FromParams: []string{"access_token"},
+		},
+		{
+			Name: "web", Issuer: webIssuer, AllowAnyAudience: true, JWKSFile: file,
+			FromHeaders: []TokenHeader{{Name: "x-web-token"}}, FromParams: []string{"web_token"},
+		},
+	}})
+	now := time.Now()
+	corp := sign(t, key, claimsFor(corpIssuer, "api", now), nil)
+	expired := claimsFor(corpIssuer, "api", now)
+	expired["exp"] = now.Add(-time.Hour).Unix()
+	corpExpired := sign(t, key, expired, nil)
+	corpForged := sign(t, other, claimsFor(corpIssuer, "api", now), nil)
+	web := sign(t, key, claimsFor(webIssuer, "any", now), nil)
+	stranger := sign(t, key, claimsFor("https://stranger.example.com", "api", now), nil)
+
+	// request builds a Request as authz does: decoded Query from RawQuery.
+	request := func(headers map[string]string, rawQuery string) Request {
+		q, err := url.ParseQuery(rawQuery)
+		if err != nil {
+			t.Fatal(err)
+		}
+		return Request{Headers: headers, Query: q, RawQuery: rawQuery}
+	}
+	auth := func(tok string) map[string]string { return map[string]string{"authorization": "Bearer " + tok} }
+
+	cases := []struct {
+		name        string
+		req         Request
+		want        string // "" valid, else the error
+		wantHeaders []string
+		wantParams  []string
+	}{
+		{"valid corp header", request(auth(corp), ""), "", []string{"authorization"}, nil},
+		{"valid corp param", request(nil, "a=1&access_token="+corp), "", nil, []string{"access_token"}},
+		{"percent-encoded param name", request(nil, "a=1&access_%74oken="+corp), "", nil, []string{"access_token", "access_%74oken"}},
+		{"fully encoded param name", request(nil, "%61ccess_token="+corp+"&b=2"), "", nil, []string{"access_token", "%61ccess_token"}},
+		{"expired corp header", request(auth(corpExpired), ""), ErrExpired, []string{"authorization"}, nil},
+		{"bad signature corp header", request(auth(corpForged), ""), ErrBadSignature, []string{"authorization"}, nil},
+		{"malformed in corp header", request(auth("garbage"), ""), ErrMalformed, []string{"authorization"}, nil},
+		{"malformed in corp param", request(nil, "access_%74oken=garbage"), ErrMalformed, nil, []string{"access_token", "access_%74oken"}},
+		{"unknown issuer in corp header", request(auth(stranger), ""), ErrUnknownIssuer, []string{"authorization"}, nil},
+		{"oversize in corp header", request(auth(strings.Repeat("a", DefaultMaxTokenBytes+1)), ""), ErrTooLarge, []string{"authorization"}, nil},
+		{"repeated corp param, two spellings", request(nil, "access_token="+corp+"&access_%74oken="+corp), ErrMalformed, nil, []string{"access_token", "access_%74oken"}},
+		{"same corp token in header and param", request(auth(corp), "access_token="+corp), "", []string{"authorization"}, []string{"access_token"}},
+		{"corp token also in web's param", request(auth(corp), "web_token="+corp), "", []string{"authorization"}, []string{"web_token"}},
+		{"corp header and web header: two tokens", request(map[string]string{"authorization": "Bearer " + corp, "x-web-token": web}, ""), ErrMalformed, []string{"authorization"}, nil},
+		{"valid web header", request(map[string]string{"x-web-token": web}, ""), "", nil, nil},
+		{"malformed in web param", request(nil, "web_%74oken=garbage"), ErrMalformed, nil, nil},
+		{"unknown issuer in web header", request(map[string]string{"x-web-token": stranger}, ""), ErrUnknownIssuer, nil, nil},
+		{"web token in corp header too", request(map[string]string{"authorization": "Bearer " + web, "x-web-token": web}, ""), "", []string{"authorization"}, nil},
+	}
+	for _, tc := range cases {
+		t.Run(tc.name, func(t *testing.T) {
+			for range 2 { // miss, then cache hit for valid tokens: same answer
+				res := v.Verify(context.Background(), tc.req)
+				check(t, res, tc.want)
+				if !reflect.DeepEqual(res.RemoveHeaders, tc.wantHeaders) || !reflect.DeepEqual(res.RemoveParams, tc.wantParams) {
+					t.Fatalf("RemoveHeaders=%q RemoveParams=%q, want %q %q (%s)", res.RemoveHeaders, res.RemoveParams, tc.wantHeaders, tc.wantParams, res.Detail)
+				}
 			}
 		})
 	}

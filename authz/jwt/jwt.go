@@ -192,9 +192,13 @@ type Result struct {
 	Detail string
 	// Headers are the identity headers to set (append=false) on allow.
 	Headers []Header
-	// RemoveHeaders names the token's header when forward_token is false.
+	// RemoveHeaders names the headers that carried the token, valid or not,
+	// when forward_token is false; Envoy removes them before the upstream.
 	RemoveHeaders []string
-	// RemoveParams names the token's query parameter when forward_token is false.
+	// RemoveParams names the query parameters that carried the token, valid
+	// or not, when forward_token is false: the configured name and every
+	// spelling of it in Request.RawQuery (such as "access_%74oken"), as
+	// Envoy's query_parameters_to_remove matches the raw, undecoded name.
 	RemoveParams []string
 }
 
@@ -242,6 +246,8 @@ type Verifier struct {
 	locations []*location
 	identity  []string
 
+	// stripAny is true when some provider has forward_token: false.
+	stripAny      bool
 	maxTokenBytes int
 	skew          time.Duration
 	now           func() time.Time
@@ -298,6 +304,7 @@ func New(ctx context.Context, opts Options) (*Verifier, error) {
 	}
 	for _, p := range v.providers {
 		v.byIssuer[p.issuer] = p
+		v.stripAny = v.stripAny || !p.forwardToken
 		if err := p.init(bg, log.With("provider", p.name), opts.HTTPClient); err != nil {
 			cancel()
 			return nil, err
@@ -373,35 +380,83 @@ func (v *Verifier) Stats() Stats {
 // one in another. The same token in several locations is one token.
 func (v *Verifier) Verify(ctx context.Context, req Request) *Result {
 	var token string
-	var locs []*location
+	// carried lists every location holding a value; most requests have one.
+	var buf [4]*location
+	carried := buf[:0]
+	var res *Result
 	for _, loc := range v.locations {
 		raw, ambiguous, found := loc.extract(req)
 		if !found {
 			continue
 		}
-		if ambiguous {
-			return &Result{Error: ErrMalformed, Detail: "more than one token in " + loc.describe()}
-		}
-		if len(locs) > 0 && raw != token {
-			return &Result{Error: ErrMalformed, Detail: "different tokens in " + locs[0].describe() + " and " + loc.describe()}
-		}
-		token = raw
-		locs = append(locs, loc)
-	}
-	for _, loc := range locs {
-		if res := v.verifyAt(ctx, loc, token); res != nil {
-			return res
+		carried = append(carried, loc)
+		switch {
+		case res != nil:
+			// Already malformed: keep collecting locations to strip.
+		case ambiguous:
+			res = &Result{Error: ErrMalformed, Detail: "more than one token in " + loc.describe()}
+		case len(carried) > 1 && raw != token:
+			res = &Result{Error: ErrMalformed, Detail: "different tokens in " + carried[0].describe() + " and " + loc.describe()}
+		default:
+			token = raw
 		}
 	}
-	return nil
+	var p *provider
+	if res == nil {
+		for _, loc := range carried {
+			if res, p = v.verifyAt(ctx, loc, token); res != nil {
+				break
+			}
+		}
+	}
+	if res != nil && v.stripAny {
+		v.strip(res, p, carried, req.RawQuery)
+	}
+	return res
 }
 
-// verifyAt verifies raw found at loc; nil means the token is not presented
-// there (its issuer's provider does not read loc).
-func (v *Verifier) verifyAt(ctx context.Context, loc *location, raw string) *Result {
+// strip fills the removal lists for forward_token: false. The upstream must
+// never see such a token, whether or not it was valid, so every location that
+// carried a value is stripped when the token's provider reads it and does not
+// forward, or, when the token names no provider that reads it (malformed,
+// unknown issuer, two tokens), when any provider reading it does not forward.
+// A token whose own provider does not forward is stripped everywhere.
+func (v *Verifier) strip(res *Result, p *provider, carried []*location, rawQuery string) {
+	for _, loc := range carried {
+		var drop bool
+		if p != nil && loc.allowed[p.index] {
+			drop = !p.forwardToken
+		} else {
+			drop = loc.strip || (p != nil && !p.forwardToken)
+		}
+		if !drop {
+			continue
+		}
+		switch loc.kind {
+		case inHeader:
+			res.RemoveHeaders = appendShared(res.RemoveHeaders, loc.removeHeaders)
+		case inParam:
+			res.RemoveParams = appendShared(res.RemoveParams, loc.paramNames(rawQuery))
+		}
+	}
+}
+
+// appendShared appends names to list without ever writing into a slice that
+// is shared between requests (a location's precomputed list).
+func appendShared(list, names []string) []string {
+	if list == nil {
+		return names
+	}
+	return append(list[:len(list):len(list)], names...)
+}
+
+// verifyAt verifies raw found at loc; a nil Result means the token is not
+// presented there (its issuer's provider does not read loc). The provider is
+// returned when the token names one.
+func (v *Verifier) verifyAt(ctx context.Context, loc *location, raw string) (*Result, *provider) {
 	// The size limit comes before hashing or parsing anything.
 	if len(raw) > v.maxTokenBytes {
-		return &Result{Error: ErrTooLarge, Detail: "token exceeds max_token_bytes"}
+		return &Result{Error: ErrTooLarge, Detail: "token exceeds max_token_bytes"}, nil
 	}
 	now := v.now()
 
@@ -412,7 +467,7 @@ func (v *Verifier) verifyAt(ctx context.Context, loc *location, raw string) *Res
 			p := e.provider
 			switch {
 			case !loc.allowed[p.index]:
-				return nil
+				return nil, p
 			case !now.Before(e.expiresAt):
 				v.cache.remove(key, e)
 			case !p.keys.Load().has(e.thumbprint):
@@ -421,7 +476,7 @@ func (v *Verifier) verifyAt(ctx context.Context, loc *location, raw string) *Res
 				v.cache.remove(key, e)
 			default:
 				v.cache.hits.Add(1)
-				return p.result(loc, e)
+				return e.result(), p
 			}
 		}
 		v.cache.misses.Add(1)
@@ -429,43 +484,33 @@ func (v *Verifier) verifyAt(ctx context.Context, loc *location, raw string) *Res
 
 	tok, detail := parseToken(raw)
 	if tok == nil {
-		return &Result{Error: ErrMalformed, Detail: detail}
+		return &Result{Error: ErrMalformed, Detail: detail}, nil
 	}
 	iss, ok := tok.claims["iss"].(string)
 	if !ok {
-		return &Result{Error: ErrBadIssuer, Detail: "token has no string iss claim"}
+		return &Result{Error: ErrBadIssuer, Detail: "token has no string iss claim"}, nil
 	}
 	p := v.byIssuer[iss]
 	if p == nil {
-		return &Result{Error: ErrUnknownIssuer, Detail: "no provider for iss " + quote(iss)}
+		return &Result{Error: ErrUnknownIssuer, Detail: "no provider for iss " + quote(iss)}, nil
 	}
 	if !loc.allowed[p.index] {
-		return nil
+		return nil, p
 	}
 	e, code, detail := v.verifyToken(ctx, p, tok, now)
 	if e == nil {
-		res := &Result{Provider: p.name, Error: code, Detail: detail}
-		// forward_token: false means the upstream never sees the token,
-		// whether or not the policy lets an invalid one through.
-		if !p.forwardToken {
-			res.RemoveHeaders, res.RemoveParams = loc.removeHeaders, loc.removeParams
-		}
-		return res
+		return &Result{Provider: p.name, Error: code, Detail: detail}, p
 	}
 	if v.cache != nil {
 		v.cache.add(key, e)
 	}
-	return p.result(loc, e)
+	return e.result(), p
 }
 
-// result builds the per-request Result of a verified token: the removal
-// lists depend on where this request carried it.
-func (p *provider) result(loc *location, e *verified) *Result {
-	res := &Result{Valid: true, Provider: p.name, Claims: e.claims, Headers: e.headers}
-	if !p.forwardToken {
-		res.RemoveHeaders, res.RemoveParams = loc.removeHeaders, loc.removeParams
-	}
-	return res
+// result builds the per-request Result of a verified token; the removal
+// lists are added by Verify, as they depend on where the request carried it.
+func (e *verified) result() *Result {
+	return &Result{Valid: true, Provider: e.provider.name, Claims: e.claims, Headers: e.headers}
 }
 
 // sortedUnique returns the sorted distinct values of names.
