@@ -147,6 +147,7 @@ func TestConfigValidation(t *testing.T) {
 		{"host header", Options{Providers: with(func(p *Provider) {
 			p.ClaimToHeaders = []ClaimToHeader{{Claim: "sub", Header: "host"}}
 		})}, "cannot carry identity"},
+		{"redirect_hosts with a URL", Options{Providers: with(func(p *Provider) { p.RedirectHosts = []string{"https://keys.example.net/"} })}, `redirect_hosts[0] "https://keys.example.net/" is not a host`},
 		{"ca_file with jwks_file", Options{Providers: with(func(p *Provider) { p.JWKSURI, p.JWKSFile, p.CAFile = "", "k.json", "ca.pem" })}, "ca_file applies only"},
 		{"duplicate name", Options{Providers: []Provider{base(), func() Provider { p := base(); p.Issuer = "https://other"; return p }()}}, "jwt.providers[1] (corp): name is also used by jwt.providers[0]"},
 		{"duplicate issuer", Options{Providers: []Provider{base(), func() Provider { p := base(); p.Name = "other"; return p }()}}, "jwt.providers[1] (other): issuer"},

@@ -10,7 +10,9 @@ import (
 	"io"
 	"log/slog"
 	"math/rand/v2"
+	"net"
 	"net/http"
+	"net/url"
 	"os"
 	"strconv"
 	"strings"
@@ -64,6 +66,7 @@ type provider struct {
 	minRefreshInterval time.Duration
 	fetchTimeout       time.Duration
 	maxJWKSBytes       int64
+	redirectHosts      []string // lower-case host or host:port
 
 	ctx    context.Context
 	log    *slog.Logger
@@ -431,12 +434,42 @@ func newHTTPClient(base *http.Client, p *provider) (*http.Client, error) {
 		if via[0].URL.Scheme == "https" && req.URL.Scheme != "https" {
 			return fmt.Errorf("refusing redirect from https to %s", req.URL.Redacted())
 		}
+		// Keys are trusted because of where they come from: a redirect to
+		// another origin is refused unless the operator listed its host.
+		if origin(via[0].URL) != origin(req.URL) && !p.redirectAllowed(req.URL) {
+			return fmt.Errorf("refusing redirect from %s to another host %s; add %q to redirect_hosts to allow it", via[0].URL.Host, req.URL.Redacted(), req.URL.Host)
+		}
 		if next != nil {
 			return next(req, via)
 		}
 		return nil
 	}
 	return c, nil
+}
+
+// origin is scheme://host:port with the default port made explicit, so that
+// https://a and https://a:443 are the same origin.
+func origin(u *url.URL) string {
+	scheme := strings.ToLower(u.Scheme)
+	port := u.Port()
+	if port == "" {
+		port = map[string]string{"http": "80", "https": "443"}[scheme]
+	}
+	return scheme + "://" + net.JoinHostPort(strings.ToLower(u.Hostname()), port)
+}
+
+// redirectAllowed reports whether a redirect target is listed in
+// redirect_hosts: an entry with a port matches host and port, one without
+// matches the host on any port.
+func (p *provider) redirectAllowed(u *url.URL) bool {
+	host := strings.ToLower(u.Hostname())
+	hostPort := strings.ToLower(u.Host)
+	for _, allowed := range p.redirectHosts {
+		if allowed == host || allowed == hostPort {
+			return true
+		}
+	}
+	return false
 }
 
 // boundedTransport limits JWKS and discovery responses: a body past maxBytes

@@ -8,6 +8,7 @@ import (
 	"math/rand/v2"
 	"net/http"
 	"net/http/httptest"
+	"net/url"
 	"os"
 	"strings"
 	"sync"
@@ -144,6 +145,7 @@ func TestRefreshFailureKeepsLastGood(t *testing.T) {
 		gone   bool
 	}{
 		{"503", http.StatusServiceUnavailable, nil, false, false},
+		{"500", http.StatusInternalServerError, []byte(`{"keys":[]}`), false, false},
 		{"server gone", 0, nil, false, true},
 		{"garbage", http.StatusOK, garbage, false, false},
 		{"empty key set", http.StatusOK, []byte(`{"keys":[]}`), false, false},
@@ -346,6 +348,101 @@ func TestCacheControlBounds(t *testing.T) {
 			if h.Get("Expires") != "" {
 				t.Fatal("Expires kept: httprc would use it")
 			}
+		})
+	}
+}
+
+// TestRedirectToAnotherHost: a JWKS fetch follows a redirect within its own
+// origin, but one to another origin (here another port on 127.0.0.1) only
+// when redirect_hosts lists the target; the refused target is never asked.
+func TestRedirectToAnotherHost(t *testing.T) {
+	key := newECKey(t, "k1")
+	other := newJWKSServer(t, jwksJSON(t, key))
+	otherURL, err := url.Parse(other.URL)
+	if err != nil {
+		t.Fatal(err)
+	}
+	front := httptest.NewServer(http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+		switch r.URL.Path {
+		case "/same":
+			http.Redirect(w, r, "/local.json", http.StatusFound)
+		case "/local.json":
+			_, _ = w.Write(jwksJSON(t, key))
+		case "/cross":
+			http.Redirect(w, r, other.uri(), http.StatusFound)
+		default:
+			http.NotFound(w, r)
+		}
+	}))
+	t.Cleanup(front.Close)
+	_, frontPort, _ := strings.Cut(strings.TrimPrefix(front.URL, "http://"), ":")
+
+	cases := []struct {
+		name          string
+		path          string
+		redirectHosts []string
+		wantReady     bool
+	}{
+		{"same origin", "/same", nil, true},
+		{"another port, not listed", "/cross", nil, false},
+		{"another port, listed with its port", "/cross", []string{otherURL.Host}, true},
+		{"another port, host listed without port", "/cross", []string{otherURL.Hostname()}, true},
+		{"another port, another port listed", "/cross", []string{"127.0.0.1:" + frontPort}, false},
+	}
+	for _, tc := range cases {
+		t.Run(tc.name, func(t *testing.T) {
+			before := other.hits.Load()
+			p := corpProvider(front.URL + tc.path)
+			p.RedirectHosts = tc.redirectHosts
+			v := newVerifier(t, Options{Providers: []Provider{p}})
+			token := sign(t, key, claimsFor(corpIssuer, "api", time.Now()), nil)
+			if tc.wantReady {
+				waitReady(t, v)
+				check(t, v.Verify(context.Background(), bearer(token)), "")
+				return
+			}
+			eventually(t, 10*time.Second, "a refused redirect", func() bool { return v.Stats().FetchFailures >= 1 })
+			if v.Ready() {
+				t.Fatal("Ready with keys from a host redirect_hosts does not list")
+			}
+			check(t, v.Verify(context.Background(), bearer(token)), ErrKeysUnavailable)
+			if n := other.hits.Load() - before; n != 0 {
+				t.Fatalf("the refused host was asked %d times", n)
+			}
+		})
+	}
+}
+
+// TestRotationOldTokensWorkUntilTheirKeyLeaves: through a rotation k1 ->
+// {k1, k2} -> k2, tokens signed by k1 keep verifying (cold and from the
+// cache) while k1 is in the set, tokens signed by k2 verify from the moment
+// it appears, and k1's tokens stop the moment a refresh drops k1.
+func TestRotationOldTokensWorkUntilTheirKeyLeaves(t *testing.T) {
+	for _, cacheSize := range []int{0, -1} {
+		t.Run(fmt.Sprintf("cache_size %d", cacheSize), func(t *testing.T) {
+			k1, k2 := newECKey(t, "k1"), newECKey(t, "k2")
+			srv := newJWKSServer(t, jwksJSON(t, k1))
+			p := corpProvider(srv.uri())
+			p.RefreshInterval = time.Second
+			v := newVerifier(t, Options{CacheSize: cacheSize, Providers: []Provider{p}})
+			waitReady(t, v)
+			ctx := context.Background()
+			old := bearer(sign(t, k1, claimsFor(corpIssuer, "api", time.Now()), nil))
+			check(t, v.Verify(ctx, old), "")
+
+			srv.set(http.StatusOK, jwksJSON(t, k1, k2), false)
+			check(t, v.Verify(ctx, bearer(sign(t, k2, claimsFor(corpIssuer, "api", time.Now()), nil))), "")
+			for range 3 {
+				check(t, v.Verify(ctx, old), "")
+			}
+			check(t, v.Verify(ctx, bearer(sign(t, k1, claimsFor(corpIssuer, "api", time.Now()), nil))), "")
+
+			srv.set(http.StatusOK, jwksJSON(t, k2), false)
+			eventually(t, 10*time.Second, "a refresh without k1", func() bool {
+				return v.providers[0].keys.Load().byKID["k1"] == nil
+			})
+			check(t, v.Verify(ctx, old), ErrUnknownKey)
+			check(t, v.Verify(ctx, bearer(sign(t, k2, claimsFor(corpIssuer, "api", time.Now()), nil))), "")
 		})
 	}
 }

@@ -156,6 +156,13 @@ func compileProvider(i int, pc Provider) (p *provider, errs []error) {
 	if pc.CAFile != "" && pc.JWKSFile != "" {
 		bad("ca_file applies only to jwks_uri and discovery; remove it")
 	}
+	for j, h := range pc.RedirectHosts {
+		if h == "" || strings.ContainsAny(h, "/?#@ ") {
+			bad("redirect_hosts[%d] %q is not a host; write a host name such as keys.example.net, or host:port", j, h)
+			continue
+		}
+		p.redirectHosts = append(p.redirectHosts, strings.ToLower(h))
+	}
 
 	for _, name := range pc.Algorithms {
 		id, ok := lookupAlg(name)
