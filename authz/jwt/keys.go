@@ -226,6 +226,13 @@ func (p *provider) refetchForUnknownKID(ctx context.Context) *keySet {
 		defer cancel()
 		return nil, p.reload(fetchCtx, "unknown-kid refetch")
 	})
+	// The request waits no longer than its own deadline (ctx carries the
+	// evaluation deadline) nor than fetch_timeout, even when the fetch does
+	// not honour its context (a jwks_file on a hung file system or a FIFO):
+	// the check then fails closed with unknown_key, and the fetch goes on in
+	// the background for the requests after it.
+	wait := time.NewTimer(p.fetchTimeout)
+	defer wait.Stop()
 	select {
 	case res := <-ch:
 		if res.Err != nil {
@@ -233,6 +240,8 @@ func (p *provider) refetchForUnknownKID(ctx context.Context) *keySet {
 		}
 		return p.keys.Load()
 	case <-ctx.Done():
+		return nil
+	case <-wait.C:
 		return nil
 	}
 }
