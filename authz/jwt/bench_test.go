@@ -2,6 +2,7 @@ package jwt
 
 import (
 	"context"
+	"crypto/sha256"
 	"fmt"
 	"testing"
 	"time"
@@ -51,6 +52,7 @@ func BenchmarkVerifyWarm(b *testing.B) {
 		b.Fatal(res.Error)
 	}
 	b.ReportAllocs()
+	reportCPU(b)
 	for b.Loop() {
 		if res := v.Verify(ctx, req); !res.Valid {
 			b.Fatal(res.Error)
@@ -59,11 +61,18 @@ func BenchmarkVerifyWarm(b *testing.B) {
 }
 
 // BenchmarkVerifyWarmParallel measures cache hits from every CPU, where a
-// single cache lock would show.
+// single cache lock would show: with one token (every check of one client
+// hits one entry) and with 64.
 func BenchmarkVerifyWarmParallel(b *testing.B) {
+	for _, tokens := range []int{1, 64} {
+		b.Run(fmt.Sprintf("tokens=%d", tokens), func(b *testing.B) { benchVerifyWarmParallel(b, tokens) })
+	}
+}
+
+func benchVerifyWarmParallel(b *testing.B, tokens int) {
 	key := newECKey(b, "ec")
 	v := benchVerifier(b, 0, key)
-	reqs := make([]Request, 64)
+	reqs := make([]Request, tokens)
 	for i := range reqs {
 		c := claimsFor(corpIssuer, "api", time.Now())
 		c["jti"] = fmt.Sprint(i)
@@ -71,6 +80,7 @@ func BenchmarkVerifyWarmParallel(b *testing.B) {
 		v.Verify(context.Background(), reqs[i])
 	}
 	b.ReportAllocs()
+	reportCPU(b)
 	b.RunParallel(func(pb *testing.PB) {
 		i := 0
 		for pb.Next() {
@@ -79,6 +89,65 @@ func BenchmarkVerifyWarmParallel(b *testing.B) {
 				return
 			}
 			i++
+		}
+	})
+}
+
+// BenchmarkTokenCacheGet measures the cache alone: a hit among 64 hot
+// entries of a full-size cache, from one goroutine, and from every CPU on
+// one entry and on 64.
+func BenchmarkTokenCacheGet(b *testing.B) {
+	c, err := newTokenCache(DefaultCacheSize, time.Now)
+	if err != nil {
+		b.Fatal(err)
+	}
+	b.Cleanup(c.close)
+	keys := make([]cacheKey, 64)
+	e := &verified{expiresAt: time.Now().Add(time.Hour)}
+	for i := range keys {
+		keys[i] = sha256.Sum256([]byte(fmt.Sprint(i)))
+		c.add(keys[i], e)
+	}
+	b.Run("serial", func(b *testing.B) {
+		b.ReportAllocs()
+		reportCPU(b)
+		i := 0
+		for b.Loop() {
+			if c.get(keys[i%len(keys)]) == nil {
+				b.Fatal("miss")
+			}
+			i++
+		}
+	})
+	for _, hot := range []int{1, len(keys)} {
+		b.Run(fmt.Sprintf("parallel/keys=%d", hot), func(b *testing.B) {
+			b.ReportAllocs()
+			reportCPU(b)
+			b.RunParallel(func(pb *testing.PB) {
+				i := 0
+				for pb.Next() {
+					if c.get(keys[i%hot]) == nil {
+						b.Error("miss")
+						return
+					}
+					i++
+				}
+			})
+		})
+	}
+}
+
+// reportCPU adds a cpu-ns/op metric: the process's CPU time over the
+// benchmark divided by b.N. Call it first; the figure is taken at cleanup.
+func reportCPU(b *testing.B) {
+	start, ok := processCPU()
+	if !ok {
+		return
+	}
+	b.Cleanup(func() {
+		end, _ := processCPU()
+		if b.N > 0 {
+			b.ReportMetric(float64(end-start)/float64(b.N), "cpu-ns/op")
 		}
 	})
 }

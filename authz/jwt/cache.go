@@ -3,83 +3,82 @@ package jwt
 import (
 	"crypto/sha256"
 	"fmt"
-	"sync/atomic"
+	"time"
 
-	lru "github.com/hashicorp/golang-lru/v2"
-)
-
-// A hit moves its entry to the front of an LRU list under that list's lock,
-// so a single LRU would put one lock on every verification: large caches are
-// split into cacheShards independent LRUs. Small ones (tests, tiny
-// deployments) stay one exact LRU, as sharding makes eviction per shard.
-const (
-	cacheShards         = 16
-	minShardedCacheSize = 1024
+	"github.com/maypok86/otter/v2"
+	"github.com/maypok86/otter/v2/stats"
 )
 
 // cacheKey is the SHA-256 of the raw token; the token itself is never kept.
 type cacheKey = [sha256.Size]byte
 
-// tokenCache is a sharded LRU of verified tokens. The capacity is split
-// exactly across the shards; each evicts its own least recently used entry,
-// so eviction order is LRU per shard, not global.
-// Expiry and key-set membership are checked by the caller on every hit.
+// cacheClockResolution is how stale the cache's own clock may be. The clock
+// only schedules the removal of entries past their token's exp (to free
+// memory); every hit is checked against the verifier's precise clock.
+const cacheClockResolution = time.Second
+
+// tokenCache holds verified tokens. It is otter's: reads take no lock (a
+// hot token hit from every CPU does not serialize, unlike an LRU that moves
+// the entry under a lock on each hit), eviction is S3-FIFO within the size
+// bound, and each entry expires at its token's exp + clock skew. Key-set
+// membership and expiry are still checked by the caller on every hit, so
+// neither the coarse clock nor eviction order can serve a token too long.
 type tokenCache struct {
-	shards []*lru.Cache[cacheKey, *verified]
-	hits   atomic.Uint64
-	misses atomic.Uint64
+	entries *otter.Cache[cacheKey, *verified]
+	clock   *otter.CoarseClock
+	// lookups counts hits and misses on striped counters, so the counting
+	// does not become the shared cache line the cache avoids.
+	lookups *stats.Counter
 }
 
-func newTokenCache(size int) (*tokenCache, error) {
-	n := 1
-	if size >= minShardedCacheSize {
-		n = cacheShards
+func newTokenCache(size int, now func() time.Time) (*tokenCache, error) {
+	clock := otter.NewCoarseClock(cacheClockResolution)
+	entries, err := otter.New(&otter.Options[cacheKey, *verified]{
+		MaximumSize: size,
+		ExpiryCalculator: otter.ExpiryWritingFunc(func(e otter.Entry[cacheKey, *verified]) time.Duration {
+			return e.Value.expiresAt.Sub(now())
+		}),
+		// A reading of the precise time on every hit would be a large part
+		// of its cost.
+		Clock: clock,
+	})
+	if err != nil {
+		clock.Stop()
+		return nil, fmt.Errorf("token cache of %d entries: %w", size, err)
 	}
-	c := &tokenCache{shards: make([]*lru.Cache[cacheKey, *verified], n)}
-	for i := range c.shards {
-		capacity := size / n
-		if i < size%n {
-			capacity++
-		}
-		shard, err := lru.New[cacheKey, *verified](capacity)
-		if err != nil {
-			return nil, fmt.Errorf("token cache shard of %d entries: %w", capacity, err)
-		}
-		c.shards[i] = shard
-	}
-	return c, nil
+	return &tokenCache{entries: entries, clock: clock, lookups: stats.NewCounter()}, nil
 }
 
-func (c *tokenCache) shard(key cacheKey) *lru.Cache[cacheKey, *verified] {
-	// SHA-256 output is uniform: any byte spreads keys evenly.
-	return c.shards[int(key[0])%len(c.shards)]
-}
-
-// get returns the entry for key, marking it most recently used.
+// get returns the entry for key, or nil.
 func (c *tokenCache) get(key cacheKey) *verified {
-	v, _ := c.shard(key).Get(key)
+	v, _ := c.entries.GetIfPresent(key)
 	return v
 }
 
-// add stores value, evicting the shard's least recently used entry when full.
+// add stores value; past the size bound an entry is evicted.
 func (c *tokenCache) add(key cacheKey, value *verified) {
-	c.shard(key).Add(key, value)
+	c.entries.Set(key, value)
 }
 
 // remove deletes key if it still holds value, so that a fresh verification
-// added concurrently is (almost always) kept; losing that race only costs
-// one more verification.
+// added concurrently is kept.
 func (c *tokenCache) remove(key cacheKey, value *verified) {
-	s := c.shard(key)
-	if cur, ok := s.Peek(key); ok && cur == value {
-		s.Remove(key)
-	}
+	c.entries.ComputeIfPresent(key, func(old *verified) (*verified, otter.ComputeOp) {
+		if old == value {
+			return nil, otter.InvalidateOp
+		}
+		return old, otter.CancelOp
+	})
 }
 
+// len runs pending maintenance (evictions) and returns the entry count.
 func (c *tokenCache) len() int {
-	total := 0
-	for _, s := range c.shards {
-		total += s.Len()
-	}
-	return total
+	c.entries.CleanUp()
+	return c.entries.EstimatedSize()
+}
+
+// close stops the cache's goroutines (periodic expiry, clock).
+func (c *tokenCache) close() {
+	c.entries.StopAllGoroutines()
+	c.clock.Stop()
 }

@@ -138,20 +138,38 @@ func TestCacheDisabled(t *testing.T) {
 	}
 }
 
-func TestShardedCacheCapacity(t *testing.T) {
-	c, err := newTokenCache(10000)
+// TestCacheCapacity: overfilling the cache keeps it within its size.
+func TestCacheCapacity(t *testing.T) {
+	c, err := newTokenCache(10000, time.Now)
 	if err != nil {
 		t.Fatal(err)
 	}
-	if len(c.shards) != cacheShards {
-		t.Fatalf("shards = %d, want %d", len(c.shards), cacheShards)
-	}
+	defer c.close()
+	e := &verified{expiresAt: time.Now().Add(time.Hour)}
 	for i := range 20000 {
 		var key cacheKey
 		key[0], key[1], key[2] = byte(i), byte(i>>8), byte(i>>16)
-		c.add(key, &verified{})
+		c.add(key, e)
 	}
-	if n := c.len(); n != 10000 {
-		t.Fatalf("len = %d after overfilling, want exactly the size 10000", n)
+	if n := c.len(); n > 10000 || n < 9000 {
+		t.Fatalf("len = %d after overfilling, want at most the size 10000 (and near it)", n)
+	}
+}
+
+// TestCacheEntryExpiresAtExp: an entry is dropped from the cache itself once
+// its token's exp + skew passes, not only refused on lookup.
+func TestCacheEntryExpiresAtExp(t *testing.T) {
+	c, err := newTokenCache(100, time.Now)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer c.close()
+	var soon, later cacheKey
+	soon[0], later[0] = 1, 2
+	c.add(soon, &verified{expiresAt: time.Now().Add(50 * time.Millisecond)})
+	c.add(later, &verified{expiresAt: time.Now().Add(time.Hour)})
+	eventually(t, 10*time.Second, "the expired entry to leave the cache", func() bool { return c.len() == 1 })
+	if c.get(later) == nil {
+		t.Fatal("the unexpired entry left too")
 	}
 }

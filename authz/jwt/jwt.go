@@ -16,6 +16,7 @@ import (
 	"sort"
 	"sync"
 	"time"
+	"unsafe"
 )
 
 // Reasons a token is not valid. They are the values of Result.Error and of
@@ -297,7 +298,7 @@ func New(ctx context.Context, opts Options) (*Verifier, error) {
 		cancel:        cancel,
 	}
 	if settings.cacheSize > 0 {
-		if v.cache, err = newTokenCache(settings.cacheSize); err != nil {
+		if v.cache, err = newTokenCache(settings.cacheSize, now); err != nil {
 			cancel()
 			return nil, err
 		}
@@ -336,6 +337,9 @@ func (v *Verifier) Close() {
 	v.closeOnce.Do(func() {
 		v.cancel()
 		v.wg.Wait()
+		if v.cache != nil {
+			v.cache.close()
+		}
 	})
 }
 
@@ -365,7 +369,8 @@ func (v *Verifier) Stats() Stats {
 		s.Providers = append(s.Providers, ps)
 	}
 	if v.cache != nil {
-		s.CacheHits, s.CacheMisses = v.cache.hits.Load(), v.cache.misses.Load()
+		lookups := v.cache.lookups.Snapshot()
+		s.CacheHits, s.CacheMisses = lookups.Hits, lookups.Misses
 	}
 	return s
 }
@@ -462,7 +467,7 @@ func (v *Verifier) verifyAt(ctx context.Context, loc *location, raw string) (*Re
 
 	var key [sha256.Size]byte
 	if v.cache != nil {
-		key = sha256.Sum256([]byte(raw))
+		key = sha256.Sum256(stringBytes(raw))
 		if e := v.cache.get(key); e != nil {
 			p := e.provider
 			switch {
@@ -475,11 +480,11 @@ func (v *Verifier) verifyAt(ctx context.Context, loc *location, raw string) (*Re
 				// set: the entry dies with it.
 				v.cache.remove(key, e)
 			default:
-				v.cache.hits.Add(1)
+				v.cache.lookups.RecordHits(1)
 				return e.result(), p
 			}
 		}
-		v.cache.misses.Add(1)
+		v.cache.lookups.RecordMisses(1)
 	}
 
 	tok, detail := parseToken(raw)
@@ -511,6 +516,13 @@ func (v *Verifier) verifyAt(ctx context.Context, loc *location, raw string) (*Re
 // lists are added by Verify, as they depend on where the request carried it.
 func (e *verified) result() *Result {
 	return &Result{Valid: true, Provider: e.provider.name, Claims: e.claims, Headers: e.headers}
+}
+
+// stringBytes returns the bytes of s without copying them, for a function
+// that only reads its input and keeps no reference to it (sha256.Sum256):
+// []byte(s) would copy every token on the hot path.
+func stringBytes(s string) []byte {
+	return unsafe.Slice(unsafe.StringData(s), len(s))
 }
 
 // sortedUnique returns the sorted distinct values of names.
