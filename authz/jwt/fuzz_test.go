@@ -2,6 +2,8 @@ package jwt
 
 import (
 	"context"
+	"net/url"
+	"slices"
 	"strings"
 	"testing"
 	"time"
@@ -19,9 +21,10 @@ func FuzzVerify(f *testing.F) {
 	now := time.Now()
 	v, err := New(context.Background(), Options{Providers: []Provider{{
 		Name: "corp", Issuer: corpIssuer, Audiences: []string{"api"}, JWKSFile: file,
-		FromHeaders: []TokenHeader{{Name: "authorization", Prefix: "Bearer "}},
-		FromParams:  []string{"access_token"},
-		FromCookies: []string{"session"},
+		FromHeaders:  []TokenHeader{{Name: "authorization", Prefix: "Bearer "}},
+		FromParams:   []string{"access_token"},
+		FromCookies:  []string{"session"},
+		ForwardToken: boolPtr(false),
 		// One unknown-kid reread of the file per hour at most.
 		MinRefreshInterval: time.Hour,
 	}}, Now: func() time.Time { return now }})
@@ -42,6 +45,7 @@ func FuzzVerify(f *testing.F) {
 		f.Add(tok[:len(tok)-5], uint8(0))
 		f.Add(tok+"."+tok, uint8(0))
 		f.Add(strings.ReplaceAll(tok, "e", "f"), uint8(0))
+		f.Add("%61ccess_token="+tok+"&access_token="+tok, uint8(4))
 	}
 	f.Add(rawToken(f, map[string]any{"alg": "none"}, claimsFor(corpIssuer, "api", now), nil), uint8(0))
 	f.Add(rawToken(f, map[string]any{"alg": "HS256", "kid": "rsa-1"}, claimsFor(corpIssuer, "api", now), []byte("mac")), uint8(1))
@@ -50,22 +54,46 @@ func FuzzVerify(f *testing.F) {
 	f.Add("...", uint8(2))
 	f.Add("Bearer a, Bearer b", uint8(0))
 	f.Add("", uint8(0))
+	f.Add("a=1&access_%74oken=x.y.z&b", uint8(4))
+	f.Add("access_token=a&access_%74oken=b", uint8(4))
 
 	f.Fuzz(func(t *testing.T, input string, where uint8) {
 		var req Request
-		switch where % 4 {
+		switch where % 5 {
 		case 0:
 			req.Headers = map[string]string{"authorization": "Bearer " + input}
 		case 1:
 			req.Query = map[string][]string{"access_token": {input}}
 		case 2:
 			req.Headers = map[string]string{"cookie": "session=" + input}
-		default:
+		case 3:
 			req.Headers = map[string]string{"authorization": input}
+		default:
+			// A whole query string, decoded as authz decodes it.
+			q, err := url.ParseQuery(input)
+			if err != nil {
+				return
+			}
+			req.Query, req.RawQuery = q, input
 		}
 		res := v.Verify(context.Background(), req)
 		if res == nil {
 			return
+		}
+		// forward_token: false: every raw spelling of the token's parameter
+		// is removed, and nothing else.
+		for _, name := range res.RemoveParams {
+			if decoded, err := url.QueryUnescape(name); err != nil || decoded != "access_token" {
+				t.Fatalf("RemoveParams lists %q", name)
+			}
+		}
+		if len(req.Query["access_token"]) > 0 {
+			for pair := range strings.SplitSeq(req.RawQuery, "&") {
+				name, _, _ := strings.Cut(pair, "=")
+				if decoded, err := url.QueryUnescape(name); err == nil && decoded == "access_token" && !slices.Contains(res.RemoveParams, name) {
+					t.Fatalf("raw query %q: %q not in RemoveParams %q", req.RawQuery, name, res.RemoveParams)
+				}
+			}
 		}
 		if res.Valid {
 			if !good[trimOWS(strings.TrimPrefix(strings.TrimPrefix(trimOWS(input), "Bearer "), "bearer "))] && !validVariant(input, good) {
