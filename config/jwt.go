@@ -2,16 +2,16 @@ package config
 
 import "github.com/gatehouse-dev/gatehouse/authz/jwt"
 
-// JWTOptions maps the jwt section onto the verifier's options, field for
-// field: zero values stay zero so that each default is applied in one place,
-// by authz/jwt. The caller adds the runtime dependencies (Logger, HTTPClient).
-func (c *Config) JWTOptions() jwt.Options {
+// Options maps the jwt section onto the verifier's options, field for field:
+// zero values stay zero so that each default is applied in one place, by
+// authz/jwt. The caller adds the runtime dependencies (Logger, HTTPClient).
+func (c JWT) Options() jwt.Options {
 	opts := jwt.Options{
-		ClockSkew:     c.JWT.ClockSkew.D(),
-		MaxTokenBytes: c.JWT.MaxTokenBytes,
-		CacheSize:     c.JWT.CacheSize,
+		ClockSkew:     c.ClockSkew.D(),
+		MaxTokenBytes: c.MaxTokenBytes,
+		CacheSize:     c.CacheSize,
 	}
-	for _, p := range c.JWT.Providers {
+	for _, p := range c.Providers {
 		jp := jwt.Provider{
 			Name:             p.Name,
 			Issuer:           p.Issuer,

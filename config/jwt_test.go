@@ -6,17 +6,17 @@ import (
 	"testing"
 )
 
-// TestJWTOptionsMapsEveryKey fills every field of the jwt section with a
+// TestJWTOptionsMapEveryKey fills every field of the jwt section with a
 // non-zero value and checks that the verifier's options carry each one, under
 // the same field name, so a new key cannot be added to the file format and
 // silently ignored.
-func TestJWTOptionsMapsEveryKey(t *testing.T) {
+func TestJWTOptionsMapEveryKey(t *testing.T) {
 	var c Config
 	fill(reflect.ValueOf(&c.JWT).Elem(), "jwt")
 	if len(c.JWT.Providers) == 0 || c.JWT.Providers[0].ForwardToken == nil {
 		t.Fatal("fill left the providers empty")
 	}
-	if err := sameByName(reflect.ValueOf(c.JWT), reflect.ValueOf(c.JWTOptions()), "jwt"); err != nil {
+	if err := sameByName(reflect.ValueOf(c.JWT), reflect.ValueOf(c.JWT.Options()), "jwt"); err != nil {
 		t.Fatal(err)
 	}
 }

@@ -66,7 +66,7 @@ func build(ctx context.Context, cfg *config.Config, file string, logger, decisio
 	if err != nil {
 		return nil, &configError{file, err}
 	}
-	jwtOpts := cfg.JWTOptions()
+	jwtOpts := cfg.JWT.Options()
 	jwtOpts.Logger = logger.With("component", "jwt")
 	tokens, err := jwt.New(ctx, jwtOpts)
 	if err != nil {
