@@ -218,7 +218,7 @@ func (s *Server) decide(ctx context.Context, req *authv3.CheckRequest, out *outc
 	out.req = r
 	out.ip = s.opts.ClientIP.Resolve(r.peer, r.headers)
 	if s.opts.Tokens != nil {
-		out.token = s.opts.Tokens.Verify(ctx, jwt.Request{Headers: r.headers, Query: r.query})
+		out.token = s.opts.Tokens.Verify(ctx, jwt.Request{Headers: r.headers, Query: r.query, RawQuery: r.rawQuery})
 	}
 	dec, err := s.opts.Policy.Decide(ctx, r.buildFacts(out.ip, out.token), r)
 	out.decision.Revision = dec.Revision // the revision that evaluated, even on failure
@@ -316,7 +316,13 @@ func (s *Server) logDecision(out *outcome, resp *authv3.CheckResponse, took time
 		}
 	}
 	if t := out.token; t != nil {
-		attrs = append(attrs, slog.Group("jwt", "valid", t.Valid, "provider", t.Provider, "error", t.Error))
+		if t.Detail != "" && l.Enabled(context.Background(), slog.LevelDebug) {
+			// Detail explains the error (which key, which claim); it never
+			// holds the token, but is only worth its bytes when debugging.
+			attrs = append(attrs, slog.Group("jwt", "valid", t.Valid, "provider", t.Provider, "error", t.Error, "detail", t.Detail))
+		} else {
+			attrs = append(attrs, slog.Group("jwt", "valid", t.Valid, "provider", t.Provider, "error", t.Error))
+		}
 	}
 	l.LogAttrs(context.Background(), slog.LevelInfo, "decision", attrs...)
 }

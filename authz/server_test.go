@@ -366,3 +366,41 @@ func TestIdentityHeaders(t *testing.T) {
 		t.Fatalf("headers_to_remove = %s", remove)
 	}
 }
+
+// recordingTokens returns a fixed result and keeps the request it was given.
+type recordingTokens struct {
+	res  *gjwt.Result
+	mu   sync.Mutex
+	last gjwt.Request
+}
+
+func (r *recordingTokens) Verify(_ context.Context, req gjwt.Request) *gjwt.Result {
+	r.mu.Lock()
+	r.last = req
+	r.mu.Unlock()
+	return r.res
+}
+func (r *recordingTokens) IdentityHeaders() []string { return nil }
+
+// TestTokenDetailAtDebug: the verifier's Detail reaches the decision log's
+// jwt group at debug level only; the raw query reaches the verifier, so
+// forward_token: false can remove a token parameter by its raw spelling.
+func TestTokenDetailAtDebug(t *testing.T) {
+	tok := &recordingTokens{res: &gjwt.Result{Provider: "corp", Error: "bad_signature", Detail: "token has no kid and its signature verifies with none of the 3 keys that fit RS256"}}
+	for _, level := range []slog.Level{slog.LevelInfo, slog.LevelDebug} {
+		var logs syncBuffer
+		c := startServer(t, policy.Options{}, Options{Tokens: tok,
+			DecisionLog: slog.New(slog.NewJSONHandler(&logs, &slog.HandlerOptions{Level: level}))})
+		check(t, c, checkReq("GET", "/p?access_%74oken=x&a=1", nil, ""))
+		eventuallyContains := strings.Contains(logs.String(), `"detail":"token has no kid`)
+		if eventuallyContains != (level == slog.LevelDebug) {
+			t.Errorf("level %v: detail logged = %v: %s", level, eventuallyContains, logs.String())
+		}
+		tok.mu.Lock()
+		raw := tok.last.RawQuery
+		tok.mu.Unlock()
+		if raw != "access_%74oken=x&a=1" {
+			t.Errorf("RawQuery = %q", raw)
+		}
+	}
+}
