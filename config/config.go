@@ -21,6 +21,8 @@ type Config struct {
 	Headers  HeaderRules `yaml:"headers"`
 	Log      Log         `yaml:"log"`
 	Limits   Limits      `yaml:"limits"`
+	// ForwardAuth configures the HTTP forward-auth listener (listen.forward_auth).
+	ForwardAuth ForwardAuth `yaml:"forward_auth"`
 }
 
 // Limits bound what one request can make Gatehouse do; 0 means the default
@@ -42,6 +44,9 @@ type Listen struct {
 	// HTTPMaxConns caps the ops listener's open connections; more wait in
 	// the kernel's backlog. Default 64.
 	HTTPMaxConns int `yaml:"http_max_conns"`
+	// ForwardAuth is the HTTP forward-auth listener for Traefik, NGINX, Caddy
+	// and Envoy's HTTP ext_authz. Empty (the default) means off.
+	ForwardAuth string `yaml:"forward_auth"`
 }
 
 // GRPC tunes the gRPC server.
@@ -202,6 +207,21 @@ type ScopedHeaderRule struct {
 	Require     []HeaderMatch  `yaml:"require" json:"require,omitempty"`
 	Deny        []HeaderMatch  `yaml:"deny" json:"deny,omitempty"`
 	AllowValues []HeaderValues `yaml:"allow_values" json:"allow_values,omitempty"`
+}
+
+// ForwardAuth configures the forward-auth listener. Zero values take the
+// defaults of package authz/forwardauth, which also validates the values.
+type ForwardAuth struct {
+	// Mode says which proxy sends the subrequests: traefik (Traefik
+	// forwardAuth, Caddy forward_auth), nginx (auth_request, ingress-nginx
+	// auth-url) or envoy (ext_authz http_service). Required with the listener.
+	Mode string `yaml:"mode"`
+	// PathPrefix is answered, and every path under it. Default /authz.
+	PathPrefix string `yaml:"path_prefix"`
+	// NGINXClientHeader (nginx mode) is x-forwarded-for (default) or x-real-ip.
+	NGINXClientHeader string `yaml:"nginx_client_header"`
+	// MaxBodyBytes bounds a forwarded request body. Default 1048576.
+	MaxBodyBytes int `yaml:"max_body_bytes"`
 }
 
 // Log configures logging.

@@ -25,6 +25,20 @@ func TestDefaults(t *testing.T) {
 	if c.ClientIP.Source != "peer" {
 		t.Errorf("client_ip.source = %q", c.ClientIP.Source)
 	}
+	if c.Listen.ForwardAuth != "" {
+		t.Errorf("the forward-auth listener must be off by default, got %q", c.Listen.ForwardAuth)
+	}
+}
+
+func TestParseForwardAuth(t *testing.T) {
+	c, err := Parse([]byte("listen:\n  forward_auth: \"127.0.0.1:8282\"\nforward_auth:\n  mode: nginx\n  path_prefix: /auth\n  nginx_client_header: x-real-ip\n  max_body_bytes: 4096\n"), "")
+	if err != nil {
+		t.Fatal(err)
+	}
+	want := ForwardAuth{Mode: "nginx", PathPrefix: "/auth", NGINXClientHeader: "x-real-ip", MaxBodyBytes: 4096}
+	if c.Listen.ForwardAuth != "127.0.0.1:8282" || c.ForwardAuth != want {
+		t.Errorf("got %q %+v", c.Listen.ForwardAuth, c.ForwardAuth)
+	}
 }
 
 func TestParseFull(t *testing.T) {
@@ -136,6 +150,11 @@ func TestParseErrors(t *testing.T) {
 		{"empty allow values", "headers:\n  allow_values: [{name: x-env}]\n", []string{"headers.allow_values[0].values", "empty"}},
 		{"unscoped rules_for", "headers:\n  rules_for: [{require: [{name: a}]}]\n", []string{"headers.rules_for[0]", "host, path_prefix"}},
 		{"bad log level", "log:\n  level: loud\n", []string{"log.level"}},
+		{"forward auth without mode", "listen:\n  forward_auth: \":8282\"\n", []string{"forward_auth.mode", "required", "traefik", "nginx", "envoy"}},
+		{"forward auth keys without listener", "forward_auth:\n  mode: nginx\n", []string{"forward_auth", "listen.forward_auth", "remove forward_auth"}},
+		{"bad forward auth address", "listen:\n  forward_auth: 8282\nforward_auth:\n  mode: nginx\n", []string{"listen.forward_auth", "host:port"}},
+		{"negative forward auth body", "listen:\n  forward_auth: \":8282\"\nforward_auth:\n  mode: envoy\n  max_body_bytes: -1\n", []string{"forward_auth.max_body_bytes"}},
+		{"unknown forward auth key", "forward_auth:\n  moed: nginx\n", []string{"line 2", `unknown key "moed" under forward_auth`, "mode, nginx_client_header, path_prefix"}},
 		{"not a mapping", "- a\n- b\n", []string{"top level must be a mapping"}},
 		{"not yaml", "listen: [\n", []string{"not valid YAML"}},
 	}

@@ -256,6 +256,9 @@ func (c *Config) Validate() error {
 	if c.Listen.HTTPMaxConns < 1 {
 		return fmt.Errorf("listen.http_max_conns: %d must be at least 1 (default %d)", c.Listen.HTTPMaxConns, DefaultHTTPMaxConns)
 	}
+	if err := c.validateForwardAuth(); err != nil {
+		return err
+	}
 	if c.GRPC.MaxRecvMsgBytes < 1024 || c.GRPC.MaxRecvMsgBytes > 256<<20 {
 		return fmt.Errorf("grpc.max_recv_msg_bytes: %d is out of range; use a size between 1024 and 268435456 (default %d); it must exceed Envoy's with_request_body.max_request_bytes", c.GRPC.MaxRecvMsgBytes, DefaultMaxRecvMsgBytes)
 	}
@@ -335,6 +338,28 @@ func (c *Config) Validate() error {
 	case "debug", "info", "warn", "error":
 	default:
 		return fmt.Errorf("log.level: %q is not one of debug, info, warn, error", c.Log.Level)
+	}
+	return nil
+}
+
+// validateForwardAuth checks the listener and the keys that only make sense
+// with it; the values of forward_auth.* are validated by authz/forwardauth.
+func (c *Config) validateForwardAuth() error {
+	fa := c.ForwardAuth
+	if c.Listen.ForwardAuth == "" {
+		if fa != (ForwardAuth{}) {
+			return fmt.Errorf("forward_auth: set but listen.forward_auth is empty, so nothing would serve it; set listen.forward_auth (e.g. \":8282\") or remove forward_auth")
+		}
+		return nil
+	}
+	if err := validateAddr("listen.forward_auth", c.Listen.ForwardAuth); err != nil {
+		return err
+	}
+	if fa.Mode == "" {
+		return fmt.Errorf("forward_auth.mode: required with listen.forward_auth; set traefik (Traefik forwardAuth, Caddy forward_auth), nginx (NGINX auth_request, ingress-nginx auth-url) or envoy (Envoy ext_authz http_service)")
+	}
+	if fa.MaxBodyBytes < 0 {
+		return fmt.Errorf("forward_auth.max_body_bytes: must not be negative (0 or absent for the default 1048576)")
 	}
 	return nil
 }

@@ -19,6 +19,7 @@ import (
 
 	"github.com/gatehouse-dev/gatehouse/authz"
 	"github.com/gatehouse-dev/gatehouse/authz/clientip"
+	"github.com/gatehouse-dev/gatehouse/authz/forwardauth"
 	"github.com/gatehouse-dev/gatehouse/authz/jwt"
 	"github.com/gatehouse-dev/gatehouse/config"
 	"github.com/gatehouse-dev/gatehouse/policy"
@@ -150,16 +151,31 @@ func serve(ctx context.Context, cfg *config.Config, file string, logger, decisio
 		MaxHeaderBytes:    16 << 10,
 	}
 	httpLis = netutil.LimitListener(httpLis, cfg.Listen.HTTPMaxConns)
+	fa, faLis, err := forwardAuthServer(cfg, p, logger)
+	if err != nil {
+		grpcLis.Close()
+		httpLis.Close()
+		return &configError{file, err}
+	}
 
 	ctx, cancel := context.WithCancel(ctx)
 	defer cancel()
-	errc := make(chan error, 2)
+	errc := make(chan error, 3)
 	go func() { errc <- gs.Serve(grpcLis) }()
 	go func() {
 		if err := hsrv.Serve(httpLis); !errors.Is(err, http.ErrServerClosed) {
 			errc <- err
 		}
 	}()
+	listening := []any{"grpc", grpcLis.Addr().String(), "http", httpLis.Addr().String()}
+	if fa != nil {
+		go func() {
+			if err := fa.Serve(faLis); !errors.Is(err, http.ErrServerClosed) {
+				errc <- err
+			}
+		}()
+		listening = append(listening, "forward_auth", faLis.Addr().String(), "forward_auth_mode", cfg.ForwardAuth.Mode)
+	}
 	go watchReadiness(ctx, p, hs, logger)
 	if *cfg.Policy.Watch && len(cfg.Policy.Paths) > 0 {
 		go func() {
@@ -168,9 +184,8 @@ func serve(ctx context.Context, cfg *config.Config, file string, logger, decisio
 			}
 		}()
 	}
-	logger.Info("listening",
-		"grpc", grpcLis.Addr().String(), "http", httpLis.Addr().String(),
-		"policy_revision", p.policy.Revision(), "dry_run", cfg.Policy.DryRun, "version", version)
+	logger.Info("listening", append(listening,
+		"policy_revision", p.policy.Revision(), "dry_run", cfg.Policy.DryRun, "version", version)...)
 
 	select {
 	case <-ctx.Done():
@@ -178,11 +193,27 @@ func serve(ctx context.Context, cfg *config.Config, file string, logger, decisio
 		cancel()
 		gs.Stop()
 		hsrv.Close()
+		if fa != nil {
+			fa.Close()
+		}
 		return err
 	}
 
 	logger.Info("shutting down", "grace", cfg.GRPC.ShutdownGrace.D().String())
 	hs.Shutdown() // every service NOT_SERVING, so Envoy's health checks drain us
+	// Forward-auth subrequests in flight finish within the same grace.
+	faDone := make(chan struct{})
+	go func() {
+		defer close(faDone)
+		if fa == nil {
+			return
+		}
+		fctx, fcancel := context.WithTimeout(context.Background(), cfg.GRPC.ShutdownGrace.D())
+		defer fcancel()
+		if fa.Shutdown(fctx) != nil {
+			fa.Close()
+		}
+	}()
 	done := make(chan struct{})
 	go func() { gs.GracefulStop(); close(done) }()
 	select {
@@ -191,11 +222,45 @@ func serve(ctx context.Context, cfg *config.Config, file string, logger, decisio
 		logger.Warn("grace period over, cancelling in-flight checks")
 		gs.Stop()
 	}
+	<-faDone
 	sctx, scancel := context.WithTimeout(context.Background(), 2*time.Second)
 	defer scancel()
 	_ = hsrv.Shutdown(sctx)
 	logger.Info("stopped")
 	return nil
+}
+
+// forwardAuthServer builds the forward-auth listener and server when
+// listen.forward_auth is set; both are nil when it is off.
+func forwardAuthServer(cfg *config.Config, p *parts, logger *slog.Logger) (*http.Server, net.Listener, error) {
+	if cfg.Listen.ForwardAuth == "" {
+		return nil, nil, nil
+	}
+	h, err := forwardauth.New(forwardauth.Options{
+		Checker:      p.authz,
+		Mode:         cfg.ForwardAuth.Mode,
+		PathPrefix:   cfg.ForwardAuth.PathPrefix,
+		ClientHeader: cfg.ForwardAuth.NGINXClientHeader,
+		MaxBodyBytes: int64(cfg.ForwardAuth.MaxBodyBytes),
+		Logger:       logger.With("component", "forward_auth"),
+	})
+	if err != nil {
+		return nil, nil, err
+	}
+	lis, err := net.Listen("tcp", cfg.Listen.ForwardAuth)
+	if err != nil {
+		return nil, nil, fmt.Errorf("listen.forward_auth: %w", err)
+	}
+	srv := &http.Server{
+		Handler:           h,
+		ReadHeaderTimeout: forwardauth.ReadHeaderTimeout,
+		ReadTimeout:       forwardauth.ReadTimeout,
+		WriteTimeout:      forwardauth.WriteTimeout,
+		IdleTimeout:       forwardauth.IdleTimeout,
+		MaxHeaderBytes:    forwardauth.MaxHeaderBytes,
+		ErrorLog:          slog.NewLogLogger(logger.With("component", "forward_auth").Handler(), slog.LevelWarn),
+	}
+	return srv, lis, nil
 }
 
 // watchReadiness keeps the gRPC health status in step with readiness: SERVING
