@@ -54,6 +54,7 @@ type gatehouse struct {
 	cmd      *osexec.Cmd
 	grpcAddr string
 	httpAddr string
+	faAddr   string // the forward-auth listener, when listen.forward_auth is set
 	mu       sync.Mutex
 	log      bytes.Buffer
 	exited   chan struct{}
@@ -111,6 +112,7 @@ func startGatehouse(t *testing.T, configYAML string, waitReady bool, extraArgs .
 	case rec := <-listening:
 		g.grpcAddr, _ = rec["grpc"].(string)
 		g.httpAddr, _ = rec["http"].(string)
+		g.faAddr, _ = rec["forward_auth"].(string)
 	case <-g.exited:
 		t.Fatalf("gatehouse exited before listening: %v\n%s", g.exitErr, g.logText())
 	case <-time.After(30 * time.Second):
