@@ -79,6 +79,7 @@ fuzz:
 	$(GO) test -run '^$$' -fuzz '^FuzzResolve$$' -fuzztime $(FUZZTIME) ./authz/clientip/
 	$(GO) test -run '^$$' -fuzz '^FuzzCheck$$' -fuzztime $(FUZZTIME) ./authz/
 	$(GO) test -run '^$$' -fuzz '^FuzzNativeMatchesRego$$' -fuzztime $(FUZZTIME) ./authz/
+	$(GO) test -run '^$$' -fuzz '^FuzzSubrequest$$' -fuzztime $(FUZZTIME) ./authz/forwardauth/
 
 e2e: proxies
 	GATEHOUSE_CADDY=$(CADDY) $(GO) test -count=1 -v ./test/...
