@@ -144,6 +144,9 @@ func TestConfigErrorsAtStartup(t *testing.T) {
 		{"bad address flag", "", []string{"--grpc-addr", "nowhere"}, []string{"listen.grpc", "host:port"}},
 		{"policy that does not compile", fmt.Sprintf("policy:\n  paths: [%q]\n", broken), nil, []string{"gatehouse.yaml", "p.rego:"}},
 		{"bad client ip source", "client_ip:\n  source: leftmost\n", nil, []string{"client_ip.source"}},
+		{"forward auth without mode", "listen:\n  forward_auth: 127.0.0.1:0\n", nil, []string{"gatehouse.yaml", "forward_auth.mode", "required"}},
+		{"forward auth unknown mode", "listen:\n  forward_auth: 127.0.0.1:0\nforward_auth:\n  mode: haproxy\n", nil, []string{"gatehouse.yaml", "forward_auth.mode", `"haproxy"`, "traefik, nginx, envoy"}},
+		{"forward auth x-real-ip outside nginx mode", "listen:\n  forward_auth: 127.0.0.1:0\nforward_auth:\n  mode: traefik\n  nginx_client_header: x-real-ip\n", nil, []string{"forward_auth.nginx_client_header", "nginx"}},
 		{"jwt provider without audiences", "jwt:\n  providers:\n    - name: corp\n      issuer: https://i.example\n      jwks_file: ./j.json\n", nil, []string{"audiences", "allow_any_audience"}},
 	}
 	for _, tc := range cases {
