@@ -77,7 +77,7 @@ const (
 const (
 	// HeaderDecisionID carries the decision id (the decision log's) on every
 	// answer, allow or deny, when the Checker provides one.
-	HeaderDecisionID = "x-gatehouse-decision-id"
+	HeaderDecisionID = authz.DecisionIDHeader
 	// headerEnvoyRemove is Envoy's HTTP ext_authz way of saying
 	// headers_to_remove: a comma-separated list of upstream request headers.
 	headerEnvoyRemove = "x-envoy-auth-headers-to-remove"

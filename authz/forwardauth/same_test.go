@@ -71,11 +71,12 @@ func newStack(t testing.TB) *stack {
 	cfg.Headers.RulesFor = []config.ScopedHeaderRule{{Host: "admin.example.com", PathPrefix: "/admin", Require: []config.HeaderMatch{{Name: "x-admin-ticket"}}}}
 
 	ctx := context.Background()
-	engine, err := policy.New(ctx, policy.Options{Config: cfg.PolicyData()})
+	rules := cfg.Rules()
+	engine, err := policy.New(ctx, policy.Options{Rules: &rules})
 	if err != nil {
 		t.Fatal(err)
 	}
-	resolver, err := clientip.New(cfg.ClientIP)
+	resolver, err := clientip.New(cfg.ClientIP.Options())
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -208,6 +209,9 @@ func viaHTTP(t *testing.T, h *Handler, mode string, o origin) outcome {
 	w := httptest.NewRecorder()
 	h.ServeHTTP(w, subrequest(sr.method, sr.target, sr.headers, ""))
 	out := outcome{status: w.Code, challenge: w.Header().Get("WWW-Authenticate")}
+	if w.Header().Get(HeaderDecisionID) == "" {
+		t.Errorf("%s: no %s on a %d: the Check's decision id must reach the proxy", mode, HeaderDecisionID, w.Code)
+	}
 	if w.Code == 200 {
 		out.identity = w.Header().Get("X-Jwt-Sub")
 	} else {
