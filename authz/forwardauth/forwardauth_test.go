@@ -142,7 +142,7 @@ func TestMapping(t *testing.T) {
 		{name: "nginx URL keeps a double slash path", opts: Options{Mode: ModeNGINX}, method: "GET", target: "/authz", headers: with(nginx, "X-Original-URL", "https://api.example.com//admin/x"),
 			wantMethod: "POST", wantPath: "//admin/x", wantHost: "api.example.com", wantScheme: "https", wantXFF: "198.51.100.1, 203.0.113.7"},
 		{name: "nginx X-Original-URI with X-Forwarded-Host", opts: Options{Mode: ModeNGINX}, method: "GET", target: "/authz",
-			headers: with(nginx, "X-Original-URL", "", "X-Original-URI", "/a?b=c", "X-Forwarded-Host", "api.example.com"),
+			headers:    with(nginx, "X-Original-URL", "", "X-Original-URI", "/a?b=c", "X-Forwarded-Host", "api.example.com"),
 			wantMethod: "POST", wantPath: "/a?b=c", wantHost: "api.example.com", wantXFF: "198.51.100.1, 203.0.113.7"},
 		{name: "nginx X-Original-URI without a host", opts: Options{Mode: ModeNGINX}, method: "GET", target: "/authz",
 			headers: with(nginx, "X-Original-URL", "", "X-Original-URI", "/a"), status: 400, detail: "needs X-Forwarded-Host"},
@@ -162,7 +162,7 @@ func TestMapping(t *testing.T) {
 		{name: "traefik mode ignores nginx headers", opts: Options{Mode: ModeTraefik}, method: "GET", target: "/authz", headers: nginx, status: 400, detail: "missing X-Forwarded-Method"},
 
 		{name: "envoy strips the prefix", opts: Options{Mode: ModeEnvoy}, method: "DELETE", target: "/authz/orders/42?expand=items",
-			headers: map[string]string{"Host": "api.example.com", "X-Forwarded-For": "203.0.113.7", "X-Forwarded-Proto": "https", "X-Envoy-External-Address": "203.0.113.7"},
+			headers:    map[string]string{"Host": "api.example.com", "X-Forwarded-For": "203.0.113.7", "X-Forwarded-Proto": "https", "X-Envoy-External-Address": "203.0.113.7"},
 			wantMethod: "DELETE", wantPath: "/orders/42?expand=items", wantHost: "api.example.com", wantScheme: "https", wantXFF: "203.0.113.7",
 			wantHeaders: map[string]string{"x-envoy-external-address": "203.0.113.7"}},
 		{name: "envoy prefix alone is the root", opts: Options{Mode: ModeEnvoy}, method: "GET", target: "/authz?x=1", headers: map[string]string{"Host": "api.example.com"},
