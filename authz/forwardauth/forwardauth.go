@@ -19,6 +19,7 @@ import (
 	"strings"
 	"time"
 
+	corev3 "github.com/envoyproxy/go-control-plane/envoy/config/core/v3"
 	authv3 "github.com/envoyproxy/go-control-plane/envoy/service/auth/v3"
 	"google.golang.org/genproto/googleapis/rpc/code"
 
@@ -210,17 +211,7 @@ func (h *Handler) write(w http.ResponseWriter, resp *authv3.CheckResponse) {
 	}
 	if resp.GetStatus().GetCode() == int32(code.Code_OK) {
 		ok := resp.GetOkResponse()
-		for _, o := range ok.GetHeaders() {
-			name, value := o.GetHeader().GetKey(), o.GetHeader().GetValue()
-			if !writable(name) {
-				continue
-			}
-			if o.GetAppend().GetValue() {
-				hdr.Add(name, value)
-			} else {
-				hdr.Set(name, value)
-			}
-		}
+		setHeaders(hdr, ok.GetHeaders())
 		if h.opts.Mode == ModeEnvoy && len(ok.GetHeadersToRemove()) > 0 {
 			// Envoy's HTTP ext_authz removes these from the upstream request:
 			// client-sent copies of identity headers, a token not forwarded.
@@ -236,19 +227,44 @@ func (h *Handler) write(w http.ResponseWriter, resp *authv3.CheckResponse) {
 		// (no denied response, or a 2xx status in it).
 		status = http.StatusForbidden
 	}
-	for _, o := range den.GetHeaders() {
+	setHeaders(hdr, den.GetHeaders())
+	w.WriteHeader(status)
+	_, _ = w.Write([]byte(den.GetBody()))
+}
+
+// setHeaders applies Envoy's header options to the answer: append adds a
+// value, otherwise the name's values are replaced.
+func setHeaders(hdr http.Header, opts []*corev3.HeaderValueOption) {
+	for _, o := range opts {
 		name, value := o.GetHeader().GetKey(), o.GetHeader().GetValue()
 		if !writable(name) {
 			continue
 		}
+		key := canonicalName(name)
 		if o.GetAppend().GetValue() {
-			hdr.Add(name, value)
+			hdr[key] = append(hdr[key], value)
 		} else {
-			hdr.Set(name, value)
+			hdr[key] = []string{value}
 		}
 	}
-	w.WriteHeader(status)
-	_, _ = w.Write([]byte(den.GetBody()))
+}
+
+// canonicalName is http.CanonicalHeaderKey without an allocation for the
+// identity headers Gatehouse sets on nearly every answer.
+func canonicalName(name string) string {
+	switch name {
+	case "x-jwt-sub":
+		return "X-Jwt-Sub"
+	case "x-jwt-payload":
+		return "X-Jwt-Payload"
+	case "www-authenticate":
+		return "Www-Authenticate"
+	case "content-type":
+		return "Content-Type"
+	case authz.DecisionIDHeader:
+		return "X-Gatehouse-Decision-Id"
+	}
+	return http.CanonicalHeaderKey(name)
 }
 
 // writable: a header name the policy may set on the answer. Framing headers

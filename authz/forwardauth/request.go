@@ -46,6 +46,32 @@ var hopByHop = map[string]bool{
 	"te": true, "trailer": true, "transfer-encoding": true, "upgrade": true,
 }
 
+// commonLower maps the canonical form of common header names to lower case,
+// so that the names most requests carry are not lower-cased (allocated) per
+// request. Read-only.
+var commonLower = func() map[string]string {
+	m := map[string]string{}
+	for _, name := range []string{
+		"accept", "accept-encoding", "accept-language", "authorization", "cache-control", "connection",
+		"content-length", "content-type", "cookie", "origin", "pragma", "referer", "user-agent",
+		"x-forwarded-for", "x-forwarded-host", "x-forwarded-method", "x-forwarded-port", "x-forwarded-proto",
+		"x-forwarded-prefix", "x-forwarded-server", "x-forwarded-uri", "x-original-method", "x-original-uri",
+		"x-original-url", "x-real-ip", "x-request-id", "x-envoy-external-address", "x-envoy-expected-rq-timeout-ms",
+		"x-envoy-internal", "x-envoy-auth-partial-body", "x-auth-request-redirect", "x-sent-from", "x-scheme",
+		"sec-fetch-dest", "sec-fetch-mode", "sec-fetch-site", "upgrade-insecure-requests", "traceparent", "tracestate",
+	} {
+		m[http.CanonicalHeaderKey(name)] = name
+	}
+	return m
+}()
+
+func lowerName(name string) string {
+	if l, ok := commonLower[name]; ok {
+		return l
+	}
+	return strings.ToLower(name)
+}
+
 // controlHeaders lists, per mode, the headers that only carry the original
 // request's coordinates to the authorization server.
 var controlHeaders = map[string]map[string]bool{
@@ -77,7 +103,7 @@ func (h *Handler) checkRequest(r *http.Request) (*authv3.CheckRequest, error) {
 	headers := make(map[string]string, len(r.Header)+4)
 	skip := controlHeaders[h.opts.Mode]
 	for name, values := range r.Header {
-		k := strings.ToLower(name)
+		k := lowerName(name)
 		if skip[k] || hopByHop[k] || k == "host" {
 			continue
 		}
