@@ -129,6 +129,19 @@ func freeAddr(t *testing.T) string {
 // startNGINX runs NGINX with auth_request to Gatehouse (forward_auth.mode
 // nginx) in front of upstream: the plain NGINX snippet of docs/forward-auth.md.
 func startNGINX(t *testing.T, gatehouse, upstream string) string {
+	return startNGINXWith(t, gatehouse, upstream, "proxy_set_header X-Forwarded-For $proxy_add_x_forwarded_for;")
+}
+
+// startNGINXRealIP is NGINX with the auth location sending X-Real-IP
+// ($remote_addr) and passing the client's X-Forwarded-For through untouched,
+// for forward_auth.nginx_client_header: x-real-ip.
+func startNGINXRealIP(t *testing.T, gatehouse, upstream string) string {
+	return startNGINXWith(t, gatehouse, upstream, "proxy_set_header X-Real-IP $remote_addr;")
+}
+
+// startNGINXWith runs NGINX with clientLine (how the client address reaches
+// Gatehouse) in the auth location.
+func startNGINXWith(t *testing.T, gatehouse, upstream, clientLine string) string {
 	bin := proxyBinary(t, "nginx", "GATEHOUSE_NGINX", "/usr/sbin/nginx")
 	dir := t.TempDir()
 	addr := freeAddr(t)
@@ -160,11 +173,11 @@ http {
       proxy_set_header Content-Length "";
       proxy_set_header X-Original-URL $scheme://$http_host$request_uri;
       proxy_set_header X-Original-Method $request_method;
-      proxy_set_header X-Forwarded-For $proxy_add_x_forwarded_for;
+      %[5]s
     }
   }
 }
-`, dir, addr, gatehouse, upstream)
+`, dir, addr, gatehouse, upstream, clientLine)
 	file := filepath.Join(dir, "nginx.conf")
 	if err := os.WriteFile(file, []byte(conf), 0o644); err != nil {
 		t.Fatal(err)
@@ -269,7 +282,7 @@ func forwardAuthCases(t *testing.T, key string) []faCase {
 	}
 }
 
-func forwardAuthConfig(jwksURL, mode string) string {
+func forwardAuthConfig(jwksURL, mode string, extra ...string) string {
 	return jwtConfig(jwksURL) + fmt.Sprintf(`client_ip:
   source: xff
   xff_trusted_hops: 1      # the proxy calling Gatehouse is the one trusted hop
@@ -282,7 +295,7 @@ listen:
   forward_auth: 127.0.0.1:0
 forward_auth:
   mode: %s
-`, trustedClient, mode)
+`, trustedClient, mode) + strings.Join(extra, "")
 }
 
 // grpcReference asks the same question over gRPC, as an Envoy in the proxy's
@@ -370,13 +383,17 @@ func TestForwardAuthThroughProxies(t *testing.T) {
 
 	for _, proxy := range []struct {
 		name, mode string
+		extra      string // more forward_auth keys
 		start      func(t *testing.T, gatehouse, upstream string) string
 	}{
-		{"nginx", "nginx", startNGINX},
-		{"caddy", "traefik", startCaddy},
+		{"nginx", "nginx", "", startNGINX},
+		// X-Real-IP only: the client's own X-Forwarded-For reaches Gatehouse
+		// untouched and must be ignored.
+		{"nginx x-real-ip", "nginx", "  nginx_client_header: x-real-ip\n", startNGINXRealIP},
+		{"caddy", "traefik", "", startCaddy},
 	} {
 		t.Run(proxy.name, func(t *testing.T) {
-			g := startGatehouse(t, forwardAuthConfig(jwks.URL, proxy.mode), true)
+			g := startGatehouse(t, forwardAuthConfig(jwks.URL, proxy.mode, proxy.extra), true)
 			if g.faAddr == "" {
 				t.Fatalf("no forward_auth address in the listening line:\n%s", g.logText())
 			}
