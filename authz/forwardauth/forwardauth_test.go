@@ -269,7 +269,7 @@ func TestResponse(t *testing.T) {
 	deny401 := &authv3.CheckResponse{
 		Status: &rpcstatus.Status{Code: int32(code.Code_UNAUTHENTICATED), Message: "token_missing"},
 		HttpResponse: &authv3.CheckResponse_DeniedResponse{DeniedResponse: &authv3.DeniedHttpResponse{
-			Status:  &typev3.HttpStatus{Code: typev3.StatusCode_Unauthorized},
+			Status: &typev3.HttpStatus{Code: typev3.StatusCode_Unauthorized},
 			// The server also puts the decision id on denials itself: one value reaches the proxy.
 			Headers: []*corev3.HeaderValueOption{header("www-authenticate", `Bearer realm="gatehouse"`, false), header("content-type", "application/json", false), header("x-gatehouse-decision-id", "d-2", false)},
 			Body:    `{"reason":"token_missing"}`,
