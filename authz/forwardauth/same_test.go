@@ -80,7 +80,7 @@ func newStack(t testing.TB) *stack {
 	if err != nil {
 		t.Fatal(err)
 	}
-	tokens, err := jwt.New(ctx, cfg.JWT, jwt.Options{})
+	tokens, err := jwt.New(ctx, cfg.JWT.Options())
 	if err != nil {
 		t.Fatal(err)
 	}
