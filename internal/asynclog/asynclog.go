@@ -24,6 +24,11 @@ type Options struct {
 	ReportDropped func(n uint64)
 	// ReportEvery defaults to 10s.
 	ReportEvery time.Duration
+	// FlushEvery is how often the background goroutine wakes to write what
+	// has been queued; default 20ms. Writers never wake it: a send on a
+	// channel nobody waits on costs no system call, and one write per tick
+	// carries every record of the tick.
+	FlushEvery time.Duration
 }
 
 // Writer is an io.Writer for whole log records (slog handlers write one
@@ -35,6 +40,7 @@ type Writer struct {
 	batch   int
 	report  func(uint64)
 	every   time.Duration
+	flushEv time.Duration
 	dropped atomic.Uint64
 	closed  atomic.Bool
 	closing sync.Once
@@ -53,14 +59,18 @@ func New(out io.Writer, opts Options) *Writer {
 	if opts.ReportEvery <= 0 {
 		opts.ReportEvery = 10 * time.Second
 	}
+	if opts.FlushEvery <= 0 {
+		opts.FlushEvery = 20 * time.Millisecond
+	}
 	w := &Writer{
-		out:    out,
-		queue:  make(chan *[]byte, opts.Queue),
-		batch:  opts.BatchBytes,
-		report: opts.ReportDropped,
-		every:  opts.ReportEvery,
-		stop:   make(chan struct{}),
-		done:   make(chan struct{}),
+		out:     out,
+		queue:   make(chan *[]byte, opts.Queue),
+		batch:   opts.BatchBytes,
+		report:  opts.ReportDropped,
+		every:   opts.ReportEvery,
+		flushEv: opts.FlushEvery,
+		stop:    make(chan struct{}),
+		done:    make(chan struct{}),
 	}
 	w.pool.New = func() any { b := make([]byte, 0, 512); return &b }
 	go w.run()
@@ -126,8 +136,10 @@ func (w *Writer) Close() error {
 
 func (w *Writer) run() {
 	defer close(w.done)
-	tick := time.NewTicker(w.every)
-	defer tick.Stop()
+	flushTick := time.NewTicker(w.flushEv)
+	defer flushTick.Stop()
+	reportTick := time.NewTicker(w.every)
+	defer reportTick.Stop()
 	var reported uint64
 	pending := make([]byte, 0, w.batch)
 	flush := func() {
@@ -136,40 +148,39 @@ func (w *Writer) run() {
 			pending = pending[:0]
 		}
 	}
-	add := func(buf *[]byte) {
-		// Records are never split across writes: another process sharing
-		// the stream sees whole lines.
-		if len(pending)+len(*buf) > w.batch {
-			flush()
+	// drain writes out everything queued now, in batches of whole records:
+	// another process sharing the stream never sees a line cut in two.
+	drain := func() {
+		for {
+			select {
+			case buf := <-w.queue:
+				if len(pending)+len(*buf) > w.batch {
+					flush()
+				}
+				pending = append(pending, *buf...)
+				w.pool.Put(buf)
+			default:
+				flush()
+				return
+			}
 		}
-		pending = append(pending, *buf...)
-		w.pool.Put(buf)
+	}
+	report := func() {
+		if d := w.dropped.Load(); d != reported && w.report != nil {
+			w.report(d - reported)
+			reported = d
+		}
 	}
 	for {
 		select {
-		case buf := <-w.queue:
-			add(buf)
-			if len(w.queue) == 0 {
-				flush()
-			}
-		case <-tick.C:
-			if d := w.dropped.Load(); d != reported && w.report != nil {
-				w.report(d - reported)
-				reported = d
-			}
+		case <-flushTick.C:
+			drain()
+		case <-reportTick.C:
+			report()
 		case <-w.stop:
-			for {
-				select {
-				case buf := <-w.queue:
-					add(buf)
-				default:
-					flush()
-					if d := w.dropped.Load(); d != reported && w.report != nil {
-						w.report(d - reported)
-					}
-					return
-				}
-			}
+			drain()
+			report()
+			return
 		}
 	}
 }
