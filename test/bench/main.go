@@ -177,7 +177,14 @@ func run(ctx context.Context, s settings) error {
 	if err != nil {
 		return err
 	}
-	defer os.RemoveAll(work)
+	keepWork := false // the server logs are kept when something went wrong
+	defer func() {
+		if keepWork {
+			fmt.Fprintf(os.Stderr, "bench: server configurations and logs kept in %s\n", work)
+			return
+		}
+		os.RemoveAll(work)
+	}()
 
 	fmt.Fprintln(os.Stderr, "bench: building gatehouse and the no-op server")
 	bins := map[string]string{"gatehouse": filepath.Join(work, "gatehouse"), "noop": filepath.Join(work, "noop")}
@@ -212,6 +219,7 @@ func run(ctx context.Context, s settings) error {
 		rows, err := runScenario(ctx, s, work, bins, sc)
 		rep.Rows = append(rep.Rows, rows...)
 		if err != nil {
+			keepWork = true
 			return err
 		}
 	}
@@ -231,6 +239,7 @@ func run(ctx context.Context, s settings) error {
 	}
 	fmt.Fprintf(os.Stderr, "bench: results written to %s\n", jsonPath)
 	if bad := rep.problems(); len(bad) > 0 {
+		keepWork = true
 		return fmt.Errorf("some runs did not get the expected answers:\n  %s", strings.Join(bad, "\n  "))
 	}
 	return nil
