@@ -11,7 +11,7 @@
 // JSON file. See docs/performance.md.
 //
 // Settings come from the environment (BENCH_DURATION, BENCH_WARMUP,
-// BENCH_STREAMS, BENCH_CONNS, BENCH_TOKENS, BENCH_SCENARIOS, BENCH_JSON,
+// BENCH_STREAMS, BENCH_CONNS, BENCH_TOKENS, BENCH_ROUNDS, BENCH_SCENARIOS, BENCH_JSON,
 // OPA_ENVOY), each overridable by the flag of the same name.
 package main
 
@@ -36,6 +36,7 @@ type settings struct {
 	streams   int
 	conns     int
 	tokens    int
+	rounds    int
 	scenarios string // comma-separated name filter; "" runs all
 	jsonPath  string
 	opaEnvoy  string
@@ -94,6 +95,7 @@ func parseSettings(args []string, getenv func(string) string) (settings, error) 
 	fs.IntVar(&s.streams, "streams", envInt("BENCH_STREAMS", 16), "concurrent checks in flight (BENCH_STREAMS)")
 	fs.IntVar(&s.conns, "conns", envInt("BENCH_CONNS", 1), "HTTP/2 connections the streams share (BENCH_CONNS)")
 	fs.IntVar(&s.tokens, "tokens", envInt("BENCH_TOKENS", 100000), "distinct tokens of the memory scenario, also the pool of the cold one (BENCH_TOKENS)")
+	fs.IntVar(&s.rounds, "rounds", envInt("BENCH_ROUNDS", 1), "repeat each scenario, servers alternating, and report the median (BENCH_ROUNDS)")
 	fs.StringVar(&s.scenarios, "scenarios", envStr("BENCH_SCENARIOS", ""), "comma-separated scenario names (or their prefixes) to run, e.g. 'warm,docs,memory' (BENCH_SCENARIOS; default all)")
 	fs.StringVar(&s.jsonPath, "json", envStr("BENCH_JSON", "bin/bench.json"), "write the results as JSON to `file` (BENCH_JSON), relative to the repository")
 	fs.StringVar(&s.opaEnvoy, "opa-envoy", envStr("OPA_ENVOY", ""), "OPA-Envoy `binary` to run beside Gatehouse (OPA_ENVOY)")
@@ -109,8 +111,8 @@ func parseSettings(args []string, getenv func(string) string) (settings, error) 
 	if s.duration <= 0 {
 		return s, errors.New("-duration must be positive")
 	}
-	if s.streams <= 0 || s.conns <= 0 || s.tokens <= 0 {
-		return s, errors.New("-streams, -conns and -tokens must be positive")
+	if s.streams <= 0 || s.conns <= 0 || s.tokens <= 0 || s.rounds <= 0 {
+		return s, errors.New("-streams, -conns, -tokens and -rounds must be positive")
 	}
 	return s, nil
 }
@@ -217,17 +219,18 @@ func run(ctx context.Context, s settings) error {
 			continue
 		}
 		rows, err := runScenario(ctx, s, work, bins, sc)
-		rep.Rows = append(rep.Rows, rows...)
+		rep.Runs = append(rep.Runs, rows...)
 		if err != nil {
 			keepWork = true
 			return err
 		}
 	}
-	if len(rep.Rows) == 0 {
+	if len(rep.Runs) == 0 {
 		return fmt.Errorf("no scenario matched %q", s.scenarios)
 	}
 	rep.Machine.LoadAvgEnd = loadAvg()
 	rep.computeRatios()
+	rep.summarize()
 	fmt.Println()
 	rep.writeTable(os.Stdout)
 	jsonPath := s.jsonPath

@@ -3,6 +3,7 @@ package main
 import (
 	"bufio"
 	"bytes"
+	"cmp"
 	"context"
 	"encoding/json"
 	"fmt"
@@ -11,6 +12,7 @@ import (
 	"os/exec"
 	"path/filepath"
 	"runtime"
+	"slices"
 	"strconv"
 	"strings"
 	"time"
@@ -38,6 +40,13 @@ type row struct {
 	P99Ratio        float64 `json:"p99_ratio_to_noop,omitempty"`
 	// Problem says why the row is not to be trusted; "" when it is.
 	Problem string `json:"problem,omitempty"`
+	// Round numbers the repetitions of a scenario (BENCH_ROUNDS), from 1.
+	Round int `json:"round"`
+	// Rounds, CPURatioMin and CPURatioMax describe the rounds a table row
+	// is the median of; the range is set only for more than one round.
+	Rounds      int     `json:"rounds,omitempty"`
+	CPURatioMin float64 `json:"cpu_ratio_min,omitempty"`
+	CPURatioMax float64 `json:"cpu_ratio_max,omitempty"`
 }
 
 // fill sets the row's measurements from a load generator result and the
@@ -75,28 +84,36 @@ type report struct {
 	Machine  machine           `json:"machine"`
 	Settings map[string]string `json:"settings"`
 	Versions map[string]string `json:"versions"`
-	Rows     []row             `json:"rows"`
+	// Runs is every measurement; Rows is the table: per scenario and
+	// server, the round with the median CPU ratio.
+	Runs []row `json:"runs"`
+	Rows []row `json:"rows"`
 }
 
 func reportSettings(s settings) map[string]string {
 	return map[string]string{
 		"duration": s.duration.String(), "warmup": s.warmup.String(),
 		"streams": strconv.Itoa(s.streams), "conns": strconv.Itoa(s.conns),
-		"tokens": strconv.Itoa(s.tokens),
+		"tokens": strconv.Itoa(s.tokens), "rounds": strconv.Itoa(s.rounds),
 	}
 }
 
-// computeRatios divides each row by the no-op row of its scenario.
+// computeRatios divides each run by the no-op run of the same scenario and
+// round.
 func (rep *report) computeRatios() {
-	base := map[string]row{}
-	for _, r := range rep.Rows {
+	type key struct {
+		scenario string
+		round    int
+	}
+	base := map[key]row{}
+	for _, r := range rep.Runs {
 		if r.Server == serverNoop && r.Problem == "" {
-			base[r.Scenario] = r
+			base[key{r.Scenario, r.Round}] = r
 		}
 	}
-	for i := range rep.Rows {
-		r := &rep.Rows[i]
-		b, ok := base[r.Scenario]
+	for i := range rep.Runs {
+		r := &rep.Runs[i]
+		b, ok := base[key{r.Scenario, r.Round}]
 		if !ok || r.Checks == 0 {
 			continue
 		}
@@ -113,12 +130,56 @@ func ratio(a, b float64) float64 {
 	return a / b
 }
 
-// problems lists the rows that are not to be trusted.
+// summarize fills Rows from Runs: for each scenario and server, in the
+// order they ran, the round with the median CPU ratio (the no-op server's:
+// median CPU per check), with the range of the ratios over the rounds. A
+// problem in any round marks the row.
+func (rep *report) summarize() {
+	type key struct{ scenario, server string }
+	var order []key
+	groups := map[key][]row{}
+	for _, r := range rep.Runs {
+		k := key{r.Scenario, r.Server}
+		if _, seen := groups[k]; !seen {
+			order = append(order, k)
+		}
+		groups[k] = append(groups[k], r)
+	}
+	rep.Rows = rep.Rows[:0]
+	for _, k := range order {
+		g := slices.Clone(groups[k])
+		by := func(r row) float64 {
+			if r.Server == serverNoop {
+				return r.CPUMicros
+			}
+			return r.CPURatio
+		}
+		slices.SortStableFunc(g, func(a, b row) int { return cmp.Compare(by(a), by(b)) })
+		med := g[(len(g)-1)/2]
+		med.Rounds = len(g)
+		if len(g) > 1 && med.CPURatio > 0 {
+			med.CPURatioMin, med.CPURatioMax = med.CPURatio, med.CPURatio
+			for _, r := range g {
+				if r.CPURatio > 0 {
+					med.CPURatioMin, med.CPURatioMax = min(med.CPURatioMin, r.CPURatio), max(med.CPURatioMax, r.CPURatio)
+				}
+			}
+		}
+		for _, r := range g {
+			if med.Problem == "" && r.Problem != "" {
+				med.Problem = fmt.Sprintf("round %d: %s", r.Round, r.Problem)
+			}
+		}
+		rep.Rows = append(rep.Rows, med)
+	}
+}
+
+// problems lists the runs that are not to be trusted.
 func (rep *report) problems() []string {
 	var out []string
-	for _, r := range rep.Rows {
+	for _, r := range rep.Runs {
 		if r.Problem != "" {
-			out = append(out, fmt.Sprintf("%s / %s: %s", r.Scenario, r.Server, r.Problem))
+			out = append(out, fmt.Sprintf("%s / %s / round %d: %s", r.Scenario, r.Server, r.Round, r.Problem))
 		}
 	}
 	return out
@@ -139,9 +200,13 @@ func (rep *report) writeTable(w io.Writer) {
 		if r.Problem != "" {
 			mark = " (!)"
 		}
+		cpuRatio := times(r.CPURatio)
+		if r.CPURatioMax > r.CPURatioMin {
+			cpuRatio += fmt.Sprintf(" (%.2f-%.2f)", r.CPURatioMin, r.CPURatioMax)
+		}
 		fmt.Fprintf(&b, "| %s | %s%s | %.0f | %.2f | %.2f | %.1f | %s | %s | %s | %.1f |\n",
 			r.Scenario, r.Server, mark, r.PerSecond, r.P50Millis, r.P99Millis, r.CPUMicros,
-			times(r.CPURatio), times(r.ThroughputRatio), times(r.P99Ratio), r.RSSMiB)
+			cpuRatio, times(r.ThroughputRatio), times(r.P99Ratio), r.RSSMiB)
 	}
 	_, _ = w.Write(b.Bytes())
 	m := rep.Machine
@@ -149,6 +214,9 @@ func (rep *report) writeTable(w io.Writer) {
 		m.CPUs, m.CPUModel, m.GoVersion, m.LoadAvgStart, m.LoadAvgEnd)
 	fmt.Fprintf(w, "%s streams over %s connection(s), %s timed after %s of warm-up per scenario and server; memory scenario: %s distinct tokens.\n",
 		rep.Settings["streams"], rep.Settings["conns"], rep.Settings["duration"], rep.Settings["warmup"], rep.Settings["tokens"])
+	if rep.Settings["rounds"] != "" && rep.Settings["rounds"] != "1" {
+		fmt.Fprintf(w, "Each row is the median of %s rounds (the memory scenario: one), the CPU ratio's range over the rounds in parentheses.\n", rep.Settings["rounds"])
+	}
 	for _, name := range []string{serverGatehouse, serverOPAEnvoy} {
 		if v := rep.Versions[name]; v != "" {
 			fmt.Fprintf(w, "%s %s\n", name, v)

@@ -34,20 +34,29 @@ func runScenario(ctx context.Context, s settings, work string, bins map[string]s
 	if bins["opa-envoy"] != "" && sc.opaPolicy != "" {
 		names = append(names, serverOPAEnvoy)
 	}
+	rounds := s.rounds
+	if sc.fixedCount {
+		rounds = 1 // a run of the whole pool is long, and RSS is not noisy
+	}
 	var rows []row
-	for _, name := range names {
-		fmt.Fprintf(os.Stderr, "bench: %-14s %-10s ", sc.name, name)
-		srv, err := startFor(ctx, name, dir, bins, sc)
-		if err != nil {
-			fmt.Fprintln(os.Stderr)
-			return rows, err
-		}
-		r := measure(ctx, s, srv, sc)
-		srv.stop()
-		fmt.Fprintf(os.Stderr, "%8.0f checks/s %7.1f µs CPU/check %s\n", r.PerSecond, r.CPUMicros, r.Problem)
-		rows = append(rows, r)
-		if ctx.Err() != nil {
-			return rows, ctx.Err()
+	// The servers alternate within each round, so a burst of load from
+	// elsewhere on the machine hits one round, not one server.
+	for round := 1; round <= rounds; round++ {
+		for _, name := range names {
+			fmt.Fprintf(os.Stderr, "bench: %-20s %-10s round %d ", sc.name, name, round)
+			srv, err := startFor(ctx, name, dir, bins, sc)
+			if err != nil {
+				fmt.Fprintln(os.Stderr)
+				return rows, err
+			}
+			r := measure(ctx, s, srv, sc)
+			r.Round = round
+			srv.stop()
+			fmt.Fprintf(os.Stderr, "%8.0f checks/s %7.1f µs CPU/check %s\n", r.PerSecond, r.CPUMicros, r.Problem)
+			rows = append(rows, r)
+			if ctx.Err() != nil {
+				return rows, ctx.Err()
+			}
 		}
 	}
 	return rows, nil
