@@ -189,15 +189,16 @@ func run(ctx context.Context, s settings) error {
 	}()
 
 	fmt.Fprintln(os.Stderr, "bench: building gatehouse and the no-op server")
-	bins := map[string]string{"gatehouse": filepath.Join(work, "gatehouse"), "noop": filepath.Join(work, "noop")}
-	if err := build(ctx, root, "./cmd/gatehouse", bins["gatehouse"]); err != nil {
+	// The binaries by server name.
+	bins := map[string]string{serverGatehouse: filepath.Join(work, "gatehouse"), serverNoop: filepath.Join(work, "noop")}
+	if err := build(ctx, root, "./cmd/gatehouse", bins[serverGatehouse]); err != nil {
 		return err
 	}
-	if err := build(ctx, root, "./test/bench/noop", bins["noop"]); err != nil {
+	if err := build(ctx, root, "./test/bench/noop", bins[serverNoop]); err != nil {
 		return err
 	}
 	if s.opaEnvoy != "" {
-		bins["opa-envoy"] = s.opaEnvoy
+		bins[serverOPAEnvoy] = s.opaEnvoy
 	}
 
 	p, err := loadPool(filepath.Join(root, "bin", "bench", "tokens.json"), s.tokens+1, os.Stderr)

@@ -31,7 +31,7 @@ func runScenario(ctx context.Context, s settings, work string, bins map[string]s
 		return nil, err
 	}
 	names := []string{serverNoop, serverGatehouse}
-	if bins["opa-envoy"] != "" && sc.opaPolicy != "" {
+	if bins[serverOPAEnvoy] != "" && sc.opaPolicy != "" {
 		names = append(names, serverOPAEnvoy)
 	}
 	rounds := s.rounds
@@ -69,49 +69,37 @@ func startFor(ctx context.Context, name, dir string, bins map[string]string, sc 
 	if err != nil {
 		return nil, err
 	}
-	logPath := filepath.Join(dir, name+".log")
-	var srv *server
+	// Gatehouse's ops listener, OPA's REST API; unused by the no-op server.
+	httpAddr, err := freeAddr()
+	if err != nil {
+		return nil, err
+	}
+	var args []string
 	var ready func(context.Context) error
 	switch name {
 	case serverNoop:
-		srv, err = startServer(name, addr, bins["noop"], logPath, "--addr", addr)
-		ready = grpcHealthy(addr)
+		args, ready = []string{"--addr", addr}, grpcHealthy(addr)
 	case serverGatehouse:
-		httpAddr, err := freeAddr()
-		if err != nil {
-			return nil, err
-		}
-		cfg := filepath.Join(dir, "gatehouse.yaml")
 		if err := writeFiles(dir, map[string]string{"gatehouse.yaml": sc.gatehouse}, sc.policyFiles); err != nil {
 			return nil, err
 		}
-		srv, err = startServer(name, addr, bins["gatehouse"], logPath,
-			"--config", cfg, "--grpc-addr", addr, "--http-addr", httpAddr)
-		if err != nil {
-			return nil, err
-		}
+		args = []string{"--config", filepath.Join(dir, "gatehouse.yaml"), "--grpc-addr", addr, "--http-addr", httpAddr}
 		ready = grpcHealthy(addr)
 	case serverOPAEnvoy:
-		httpAddr, err := freeAddr()
-		if err != nil {
-			return nil, err
-		}
 		opaDir := filepath.Join(dir, "opa-envoy")
 		// Decision logs are off: the decision_logs plugin is not configured.
 		config := fmt.Sprintf("plugins:\n  envoy_ext_authz_grpc:\n    addr: %s\n    path: envoy/authz/allow\n", addr)
 		if err := writeFiles(opaDir, map[string]string{"config.yaml": config, "policy.rego": sc.opaPolicy}); err != nil {
 			return nil, err
 		}
-		srv, err = startServer(name, addr, bins["opa-envoy"], logPath,
-			"run", "--server", "--addr", httpAddr, "--disable-telemetry", "--log-level", "error",
-			"--config-file", filepath.Join(opaDir, "config.yaml"), filepath.Join(opaDir, "policy.rego"))
-		if err != nil {
-			return nil, err
-		}
+		args = []string{"run", "--server", "--addr", httpAddr, "--disable-telemetry", "--log-level", "error",
+			"--config-file", filepath.Join(opaDir, "config.yaml"), filepath.Join(opaDir, "policy.rego")}
+		// OPA-Envoy has no gRPC health service; ?plugins waits for its ext_authz plugin.
 		ready = httpHealthy("http://" + httpAddr + "/health?plugins")
 	default:
 		return nil, fmt.Errorf("unknown server %q", name)
 	}
+	srv, err := startServer(name, addr, bins[name], filepath.Join(dir, name+".log"), args...)
 	if err != nil {
 		return nil, err
 	}
