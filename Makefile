@@ -84,9 +84,11 @@ fuzz:
 e2e: proxies
 	GATEHOUSE_CADDY=$(CADDY) $(GO) test -count=1 -v ./test/...
 
-## bench: benchmarks, each a ratio against a baseline measured in the same run (see docs/operations.md).
+## bench: per-stage Go benchmarks (ratios to a baseline of the same run), then the end-to-end harness:
+## Gatehouse beside a no-op ext_authz server, and OPA-Envoy with OPA_ENVOY=<binary> (see docs/performance.md).
 bench:
 	$(GO) test -run '^$$' -bench . -benchmem -benchtime $(BENCHTIME) ./policy/... ./authz/... | awk -f scripts/benchratio.awk
+	$(GO) run ./test/bench
 
 clean:
 	rm -rf $(BIN)

@@ -1,0 +1,211 @@
+package main
+
+import (
+	"context"
+	"fmt"
+	"os"
+	"path/filepath"
+	"strings"
+	"time"
+
+	authv3 "github.com/envoyproxy/go-control-plane/envoy/service/auth/v3"
+	"google.golang.org/grpc"
+	"google.golang.org/grpc/credentials/insecure"
+
+	"github.com/gatehouse-dev/gatehouse/test/bench/loadgen"
+)
+
+// Server names as they appear in the table.
+const (
+	serverNoop      = "no-op"
+	serverGatehouse = "gatehouse"
+	serverOPAEnvoy  = "opa-envoy"
+)
+
+// runScenario runs sc against each server in turn, each a fresh process, and
+// returns a row per server. An error means the harness itself could not go
+// on (a server did not start); a wrong answer is recorded in the row.
+func runScenario(ctx context.Context, s settings, work string, bins map[string]string, sc scenario) ([]row, error) {
+	dir := filepath.Join(work, strings.ReplaceAll(sc.name, " ", "-"))
+	if err := os.MkdirAll(dir, 0o755); err != nil {
+		return nil, err
+	}
+	names := []string{serverNoop, serverGatehouse}
+	if bins[serverOPAEnvoy] != "" && sc.opaPolicy != "" {
+		names = append(names, serverOPAEnvoy)
+	}
+	rounds := s.rounds
+	if sc.fixedCount {
+		rounds = 1 // a run of the whole pool is long, and RSS is not noisy
+	}
+	var rows []row
+	// The servers alternate within each round, so a burst of load from
+	// elsewhere on the machine hits one round, not one server.
+	for round := 1; round <= rounds; round++ {
+		for _, name := range names {
+			fmt.Fprintf(os.Stderr, "bench: %-20s %-10s round %d ", sc.name, name, round)
+			srv, err := startFor(ctx, name, dir, bins, sc)
+			if err != nil {
+				fmt.Fprintln(os.Stderr)
+				return rows, err
+			}
+			r := measure(ctx, s, srv, sc)
+			r.Round = round
+			srv.stop()
+			fmt.Fprintf(os.Stderr, "%8.0f checks/s %7.1f µs CPU/check %s\n", r.PerSecond, r.CPUMicros, r.Problem)
+			rows = append(rows, r)
+			if ctx.Err() != nil {
+				return rows, ctx.Err()
+			}
+		}
+	}
+	return rows, nil
+}
+
+// startFor writes the server's configuration for the scenario, starts it and
+// waits until it is ready.
+func startFor(ctx context.Context, name, dir string, bins map[string]string, sc scenario) (*server, error) {
+	addr, err := freeAddr()
+	if err != nil {
+		return nil, err
+	}
+	// Gatehouse's ops listener, OPA's REST API; unused by the no-op server.
+	httpAddr, err := freeAddr()
+	if err != nil {
+		return nil, err
+	}
+	var args []string
+	var ready func(context.Context) error
+	switch name {
+	case serverNoop:
+		args, ready = []string{"--addr", addr}, grpcHealthy(addr)
+	case serverGatehouse:
+		if err := writeFiles(dir, map[string]string{"gatehouse.yaml": sc.gatehouse}, sc.policyFiles); err != nil {
+			return nil, err
+		}
+		args = []string{"--config", filepath.Join(dir, "gatehouse.yaml"), "--grpc-addr", addr, "--http-addr", httpAddr}
+		ready = grpcHealthy(addr)
+	case serverOPAEnvoy:
+		opaDir := filepath.Join(dir, "opa-envoy")
+		// Decision logs are off: the decision_logs plugin is not configured.
+		config := fmt.Sprintf("plugins:\n  envoy_ext_authz_grpc:\n    addr: %s\n    path: envoy/authz/allow\n", addr)
+		if err := writeFiles(opaDir, map[string]string{"config.yaml": config, "policy.rego": sc.opaPolicy}); err != nil {
+			return nil, err
+		}
+		args = []string{"run", "--server", "--addr", httpAddr, "--disable-telemetry", "--log-level", "error",
+			"--config-file", filepath.Join(opaDir, "config.yaml"), filepath.Join(opaDir, "policy.rego")}
+		// OPA-Envoy has no gRPC health service; ?plugins waits for its ext_authz plugin.
+		ready = httpHealthy("http://" + httpAddr + "/health?plugins")
+	default:
+		return nil, fmt.Errorf("unknown server %q", name)
+	}
+	srv, err := startServer(name, addr, bins[name], filepath.Join(dir, name+".log"), args...)
+	if err != nil {
+		return nil, err
+	}
+	if err := srv.waitReady(ctx, 60*time.Second, ready); err != nil {
+		srv.stop()
+		return nil, err
+	}
+	return srv, nil
+}
+
+// writeFiles writes each set of files (name relative to dir) under dir.
+func writeFiles(dir string, sets ...map[string]string) error {
+	for _, files := range sets {
+		for name, body := range files {
+			p := filepath.Join(dir, name)
+			if err := os.MkdirAll(filepath.Dir(p), 0o755); err != nil {
+				return err
+			}
+			if err := os.WriteFile(p, []byte(body), 0o644); err != nil {
+				return err
+			}
+		}
+	}
+	return nil
+}
+
+// measure checks that the server answers the scenario's request as expected,
+// warms it up, then times a run while reading the server's CPU time.
+func measure(ctx context.Context, s settings, srv *server, sc scenario) row {
+	r := row{Scenario: sc.name, Server: srv.name}
+	want := sc.want
+	if srv.name == serverNoop {
+		want = 200 // the baseline allows everything
+	}
+	if got, err := probe(ctx, srv.addr, sc.template); err != nil {
+		r.Problem = fmt.Sprintf("first check failed: %v", err)
+		return r
+	} else if got != want {
+		r.Problem = fmt.Sprintf("answered %d to the scenario's request, want %d (server log: %s)", got, want, srv.logPath)
+		return r
+	}
+	var next func(*authv3.CheckRequest) bool
+	if sc.source != nil {
+		next = sc.source(srv.name == serverNoop && !sc.fixedCount)
+	}
+	opts := loadgen.Options{Target: srv.addr, Streams: s.streams, Conns: s.conns, Template: sc.template, Next: next}
+	if !sc.fixedCount && s.warmup > 0 {
+		warm := opts
+		warm.Duration = s.warmup
+		if _, err := loadgen.Run(ctx, warm); err != nil {
+			r.Problem = fmt.Sprintf("warm-up: %v", err)
+			return r
+		}
+	}
+	if !sc.fixedCount {
+		opts.Duration = s.duration
+	}
+	var cpu0, cpu1 time.Duration
+	var cpuErr error
+	opts.Started = func() { cpu0, cpuErr = cpuTime(srv.pid()) }
+	opts.Finished = func() {
+		if cpuErr == nil {
+			cpu1, cpuErr = cpuTime(srv.pid())
+		}
+	}
+	res, err := loadgen.Run(ctx, opts)
+	if err != nil {
+		r.Problem = fmt.Sprintf("run: %v", err)
+		return r
+	}
+	if cpuErr != nil {
+		r.Problem = fmt.Sprintf("reading CPU time: %v", cpuErr)
+		return r
+	}
+	rss, err := rssBytes(srv.pid())
+	if err != nil {
+		r.Problem = fmt.Sprintf("reading RSS: %v", err)
+		return r
+	}
+	r.fill(res, cpu1-cpu0, rss)
+	if res.Checks == 0 {
+		r.Problem = "no check answered in the timed run (token pool used up by the warm-up? raise BENCH_TOKENS)"
+	}
+	if res.Errors > 0 {
+		r.Problem = fmt.Sprintf("%d checks failed, first: %s", res.Errors, res.FirstError)
+	}
+	for code, n := range res.Outcomes {
+		if code != want {
+			r.Problem = fmt.Sprintf("%d checks answered %d, want %d", n, code, want)
+		}
+	}
+	return r
+}
+
+// probe sends one check and returns the HTTP status Envoy would act on.
+func probe(ctx context.Context, addr string, req *authv3.CheckRequest) (int, error) {
+	conn, err := grpc.NewClient(addr, grpc.WithTransportCredentials(insecure.NewCredentials()))
+	if err != nil {
+		return 0, err
+	}
+	defer conn.Close()
+	ctx, cancel := context.WithTimeout(ctx, 10*time.Second)
+	defer cancel()
+	resp, err := authv3.NewAuthorizationClient(conn).Check(ctx, req)
+	if err != nil {
+		return 0, err
+	}
+	return loadgen.Outcome(resp), nil
+}
