@@ -9,8 +9,9 @@
 # Wrappers and binaries live in a cache directory outside the repository; a binary
 # that already exists for the pinned version is reused.
 set -euo pipefail
+shopt -s inherit_errexit
 
-KUBERNETES_VERSION="${KUBERNETES_VERSION:-v1.37.2}"
+KUBERNETES_VERSION="${KUBERNETES_VERSION:-v1.36.3}"
 ETCD_VERSION="${ETCD_VERSION:-v3.7.0}"
 CACHE="${GATEHOUSE_K8S_CACHE:-${XDG_CACHE_HOME:-$HOME/.cache}/gatehouse-k8s}"
 GO="${GO:-go}"
