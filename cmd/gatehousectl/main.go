@@ -81,6 +81,8 @@ Commands:
   token decode    show a JWT's header and claims WITHOUT verifying it
   policy test     run Rego tests (*_test.rego) with the Gatehouse library available
   policy eval     evaluate a policy against an input document and print the decision
+  convert requestauthentication
+                  print the jwt configuration equivalent to Istio RequestAuthentication objects
 
 Exit codes: 0 allowed / passed, 1 denied / tests failed, 2 error.
 
@@ -105,6 +107,8 @@ func (a *app) dispatch(ctx context.Context, args []string) error {
 		return a.token(ctx, rest)
 	case "policy":
 		return a.policy(ctx, rest)
+	case "convert":
+		return a.convert(ctx, rest)
 	default:
 		return &usageError{err: fmt.Errorf("unknown command %q", cmd)}
 	}
