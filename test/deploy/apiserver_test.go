@@ -412,13 +412,13 @@ spec:
     metadata: {labels: {a: b}}
     spec: {containers: [{name: c, image: i}]}
 `, "replica"},
-		{"AuthorizationPolicy with CUSTOM and no provider", `apiVersion: security.istio.io/v1
+		{"AuthorizationPolicy with an action that does not exist", `apiVersion: security.istio.io/v1
 kind: AuthorizationPolicy
 metadata: {name: broken, namespace: istio-system}
 spec:
-  action: CUSTOM
-  rules: [{}]
-`, "provider"},
+  action: EXTERNAL
+  provider: {name: gatehouse}
+`, "EXTERNAL"},
 		{"AuthorizationPolicy with selector and targetRefs", `apiVersion: security.istio.io/v1
 kind: AuthorizationPolicy
 metadata: {name: broken, namespace: istio-ingress}
@@ -434,12 +434,12 @@ metadata: {name: broken, namespace: httpbin}
 spec:
   parentRefs: [{namespace: istio-ingress}]
 `, "name"},
-		{"Service port name too long", `apiVersion: v1
+		{"Service port name that is not a DNS label", `apiVersion: v1
 kind: Service
 metadata: {name: broken, namespace: gatehouse-system}
 spec:
-  ports: [{name: grpc-with-a-name-longer-than-fifteen-chars-and-more, port: 9191}]
-`, "ports"},
+  ports: [{name: GRPC_Port, port: 9191}]
+`, "GRPC_Port"},
 	}
 	for _, b := range broken {
 		t.Run("rejects "+b.name, func(t *testing.T) {
