@@ -33,7 +33,9 @@ func loadConverted(t *testing.T, out, dir string) *config.Config {
 	}}}
 	ctx, cancel := context.WithCancel(context.Background())
 	defer cancel()
-	v, err := jwt.New(ctx, cfg.JWT, jwt.Options{HTTPClient: refuse})
+	opts := cfg.JWT.Options()
+	opts.HTTPClient = refuse
+	v, err := jwt.New(ctx, opts)
 	if err != nil {
 		t.Fatalf("the converted jwt configuration is rejected: %v\n%s", err, out)
 	}
