@@ -49,7 +49,7 @@ func Port(addr string) (int, error) {
 	return strconv.Atoi(p)
 }
 
-// ShutdownGrace returns grpc.shutdown_grace, or the server's default (15s).
+// ShutdownGraceDuration returns grpc.shutdown_grace, or the server's default (15s).
 func (c *GatehouseConfig) ShutdownGraceDuration() (time.Duration, error) {
 	if c.GRPC.ShutdownGrace == "" {
 		return 15 * time.Second, nil
