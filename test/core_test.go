@@ -48,10 +48,10 @@ func TestDefaultsDenyWithReason(t *testing.T) {
 		t.Fatal(err)
 	}
 
-	if code, body := g.get(t, "/healthz"); code != 200 {
+	if code, body := g.get("/healthz"); code != 200 {
 		t.Fatalf("/healthz = %d %s", code, body)
 	}
-	if code, body := g.get(t, "/readyz"); code != 200 || !strings.Contains(body, `"policy_loaded":true`) {
+	if code, body := g.get("/readyz"); code != 200 || !strings.Contains(body, `"policy_loaded":true`) {
 		t.Fatalf("/readyz = %d %s", code, body)
 	}
 	conn, err := grpc.NewClient(g.grpcAddr, grpc.WithTransportCredentials(insecure.NewCredentials()))
@@ -101,7 +101,7 @@ func TestPolicyHotReload(t *testing.T) {
 	if c := decide("x-other"); c != 0 {
 		t.Fatalf("after a broken edit the last good policy must keep deciding; exit %d", c)
 	}
-	if code, _ := g.get(t, "/readyz"); code != 200 {
+	if code, _ := g.get("/readyz"); code != 200 {
 		t.Fatalf("a broken reload must not make the server unready")
 	}
 
@@ -194,11 +194,12 @@ allow if http.send({"method": "GET", "url": %q, "cache": false}).body.ok
 	type result struct {
 		code int
 		out  string
+		err  error
 	}
 	done := make(chan result, 1)
 	go func() {
-		code, out, _ := ctl(t, "check", "--addr", g.grpcAddr, "--timeout", "10s")
-		done <- result{code, out}
+		code, out, _, err := runCtl("check", "--addr", g.grpcAddr, "--timeout", "10s")
+		done <- result{code, out, err}
 	}()
 	select {
 	case <-entered:
@@ -207,6 +208,9 @@ allow if http.send({"method": "GET", "url": %q, "cache": false}).body.ok
 	}
 	g.stop(t)
 	r := <-done
+	if r.err != nil {
+		t.Fatalf("gatehousectl: %v", r.err)
+	}
 	if r.code != 0 || !strings.Contains(r.out, "ALLOWED") {
 		t.Fatalf("in-flight check was not finished: exit %d\n%s", r.code, r.out)
 	}

@@ -134,12 +134,12 @@ func TestJWKSDownAtStart(t *testing.T) {
 	jwks.down.Store(true)
 	g := startGatehouse(t, jwtConfig(jwks.URL), false)
 	eventually(t, 10*time.Second, "a failed JWKS fetch", func() bool { return jwks.hits.Load() > 0 })
-	if code, body := g.get(t, "/readyz"); code != 503 || !strings.Contains(body, `"jwks_ready":false`) {
+	if code, body := g.get("/readyz"); code != 503 || !strings.Contains(body, `"jwks_ready":false`) {
 		t.Fatalf("/readyz with JWKS down = %d %s", code, body)
 	}
 	jwks.down.Store(false)
 	eventually(t, 60*time.Second, "ready after the JWKS came up", func() bool {
-		code, _ := g.get(t, "/readyz")
+		code, _ := g.get("/readyz")
 		return code == 200
 	})
 	token := mint(t, key, "--iss", issuer, "--aud", "orders-api", "--sub", "bob", "--ttl", "5m")

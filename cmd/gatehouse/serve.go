@@ -8,6 +8,8 @@ import (
 	"log/slog"
 	"net"
 	"net/http"
+	"os"
+	"path/filepath"
 	"time"
 
 	authv3 "github.com/envoyproxy/go-control-plane/envoy/service/auth/v3"
@@ -107,10 +109,46 @@ func build(ctx context.Context, cfg *config.Config, file string, logger, decisio
 
 func (p *parts) ready() bool { return p.policy.Ready() && p.tokens.Ready() }
 
+// serveOptions are what serve needs beside the configuration.
+type serveOptions struct {
+	configFile  string // the configuration file, named in configuration errors
+	addressFile string // where to write the bound addresses; "" for nowhere
+}
+
+// writeAddressFile writes the bound addresses (listener name -> host:port) as
+// a JSON object to path, through a temporary file in the same directory and a
+// rename, so a reader never sees a partial file. Later listeners add keys.
+func writeAddressFile(path string, addrs map[string]string) error {
+	b, err := json.Marshal(addrs)
+	if err != nil {
+		return fmt.Errorf("address file %s: %w", path, err)
+	}
+	tmp, err := os.CreateTemp(filepath.Dir(path), filepath.Base(path)+".tmp*")
+	if err != nil {
+		return fmt.Errorf("address file %s: %w", path, err)
+	}
+	defer os.Remove(tmp.Name()) // after a successful rename there is nothing left to remove
+	if _, err := tmp.Write(append(b, '\n')); err != nil {
+		tmp.Close()
+		return fmt.Errorf("address file %s: %w", path, err)
+	}
+	if err := tmp.Close(); err != nil {
+		return fmt.Errorf("address file %s: %w", path, err)
+	}
+	if err := os.Chmod(tmp.Name(), 0o644); err != nil {
+		return fmt.Errorf("address file %s: %w", path, err)
+	}
+	if err := os.Rename(tmp.Name(), path); err != nil {
+		return fmt.Errorf("address file %s: %w", path, err)
+	}
+	return nil
+}
+
 // serve runs the gRPC and HTTP listeners until ctx is done, then stops
 // gracefully: health turns NOT_SERVING, in-flight checks finish (bounded by
 // grpc.shutdown_grace), and the listeners close.
-func serve(ctx context.Context, cfg *config.Config, file string, logger, decisions *slog.Logger) error {
+func serve(ctx context.Context, cfg *config.Config, opts serveOptions, logger, decisions *slog.Logger) error {
+	file := opts.configFile
 	p, err := build(ctx, cfg, file, logger, decisions)
 	if err != nil {
 		return err
@@ -186,6 +224,23 @@ func serve(ctx context.Context, cfg *config.Config, file string, logger, decisio
 	}
 	logger.Info("listening", append(listening,
 		"policy_revision", p.policy.Revision(), "dry_run", cfg.Policy.DryRun, "version", version)...)
+	if opts.addressFile != "" {
+		addrs := map[string]string{"grpc": grpcLis.Addr().String(), "http": httpLis.Addr().String()}
+		if fa != nil {
+			addrs["forward_auth"] = faLis.Addr().String()
+		}
+		if err := writeAddressFile(opts.addressFile, addrs); err != nil {
+			// Whoever asked for the file waits on it: stop rather than serve
+			// on ports nobody can learn.
+			cancel()
+			gs.Stop()
+			hsrv.Close()
+			if fa != nil {
+				fa.Close()
+			}
+			return err
+		}
+	}
 
 	select {
 	case <-ctx.Done():
