@@ -1,14 +1,10 @@
 package authz
 
 import (
-	"bytes"
 	"context"
 	"log/slog"
 	"net"
-	"os"
-	"path/filepath"
 	"strings"
-	"sync"
 	"testing"
 	"time"
 
@@ -21,6 +17,7 @@ import (
 	"google.golang.org/grpc/credentials/insecure"
 
 	gjwt "github.com/gatehouse-dev/gatehouse/authz/jwt"
+	"github.com/gatehouse-dev/gatehouse/internal/testutil"
 	"github.com/gatehouse-dev/gatehouse/policy"
 )
 
@@ -57,11 +54,7 @@ func startServer(t *testing.T, popts policy.Options, sopts Options) authv3.Autho
 func policyDir(t *testing.T, files map[string]string) string {
 	t.Helper()
 	dir := t.TempDir()
-	for name, body := range files {
-		if err := os.WriteFile(filepath.Join(dir, name), []byte(body), 0o644); err != nil {
-			t.Fatal(err)
-		}
-	}
+	testutil.WriteFiles(t, dir, files)
 	return dir
 }
 
@@ -265,24 +258,6 @@ func TestBadBodyIs400(t *testing.T) {
 	}
 }
 
-// syncBuffer is a concurrency-safe log sink.
-type syncBuffer struct {
-	mu sync.Mutex
-	b  bytes.Buffer
-}
-
-func (b *syncBuffer) Write(p []byte) (int, error) {
-	b.mu.Lock()
-	defer b.mu.Unlock()
-	return b.b.Write(p)
-}
-
-func (b *syncBuffer) String() string {
-	b.mu.Lock()
-	defer b.mu.Unlock()
-	return b.b.String()
-}
-
 // TestDryRun: whatever the policy says (deny, undefined, unparsable body),
 // dry run allows, still strips identity headers, and logs what would have
 // happened.
@@ -298,7 +273,7 @@ func TestDryRun(t *testing.T) {
 	}
 	for _, tc := range cases {
 		t.Run(tc.name, func(t *testing.T) {
-			var logs syncBuffer
+			var logs testutil.LockedBuffer
 			dir := policyDir(t, map[string]string{"p.rego": tc.policy})
 			c := startServer(t, policy.Options{Paths: []string{dir}}, Options{
 				DryRun: true, ParseBody: true, Tokens: fixedTokens{nil},

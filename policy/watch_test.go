@@ -2,11 +2,14 @@ package policy
 
 import (
 	"context"
+	"log/slog"
 	"os"
 	"path/filepath"
 	"strings"
 	"testing"
 	"time"
+
+	"github.com/gatehouse-dev/gatehouse/internal/testutil"
 )
 
 const watchDeadline = 3 * watchPoll // generous: events arrive in ~watchDebounce
@@ -46,23 +49,23 @@ func allowed(t *testing.T, e *Engine) bool {
 }
 
 func TestWatchDirectory(t *testing.T) {
-	var logs logBuffer
+	var logs testutil.LockedBuffer
 	dir := t.TempDir()
-	writeFiles(t, dir, map[string]string{"policy.rego": allowPolicy(false)})
-	e, err := New(context.Background(), Options{Paths: []string{dir}, Logger: logs.logger()})
+	testutil.WriteFiles(t, dir, map[string]string{"policy.rego": allowPolicy(false)})
+	e, err := New(context.Background(), Options{Paths: []string{dir}, Logger: logs.TextLogger(slog.LevelInfo)})
 	if err != nil {
 		t.Fatal(err)
 	}
 	startWatch(t, e)
 	policyFile := filepath.Join(dir, "policy.rego")
 
-	writeAtomic(t, policyFile, allowPolicy(true))
-	eventually(t, watchDeadline, "the new policy to allow", func() bool { return allowed(t, e) })
+	testutil.WriteAtomic(t, policyFile, allowPolicy(true))
+	testutil.Eventually(t, watchDeadline, "the new policy to allow", func() bool { return allowed(t, e) })
 	good := e.Revision()
 
 	// A broken write is logged and the last good revision keeps deciding.
-	writeAtomic(t, policyFile, "package envoy.authz\n\nallow := {\n")
-	eventually(t, watchDeadline, "the reload failure to be logged", func() bool {
+	testutil.WriteAtomic(t, policyFile, "package envoy.authz\n\nallow := {\n")
+	testutil.Eventually(t, watchDeadline, "the reload failure to be logged", func() bool {
 		return strings.Contains(logs.String(), "policy reload failed, keeping revision "+good)
 	})
 	mustContain(t, logs.String(), "policy.rego:")
@@ -71,28 +74,28 @@ func TestWatchDirectory(t *testing.T) {
 	}
 
 	// A data file in a new subdirectory is picked up too (plain write, no rename).
-	writeFiles(t, dir, map[string]string{"policy.rego": "package envoy.authz\n\nallow := data.flags.open\n"})
+	testutil.WriteFiles(t, dir, map[string]string{"policy.rego": "package envoy.authz\n\nallow := data.flags.open\n"})
 	if err := os.MkdirAll(filepath.Join(dir, "flags"), 0o755); err != nil {
 		t.Fatal(err)
 	}
 	time.Sleep(2 * watchDebounce) // let the new directory be watched
-	writeFiles(t, dir, map[string]string{"flags/data.json": `{"open": false}`})
-	eventually(t, watchDeadline, "the data-driven policy to deny", func() bool { return !allowed(t, e) })
-	writeFiles(t, dir, map[string]string{"flags/data.json": `{"open": true}`})
-	eventually(t, watchDeadline, "the data change to allow", func() bool { return allowed(t, e) })
+	testutil.WriteFiles(t, dir, map[string]string{"flags/data.json": `{"open": false}`})
+	testutil.Eventually(t, watchDeadline, "the data-driven policy to deny", func() bool { return !allowed(t, e) })
+	testutil.WriteFiles(t, dir, map[string]string{"flags/data.json": `{"open": true}`})
+	testutil.Eventually(t, watchDeadline, "the data change to allow", func() bool { return allowed(t, e) })
 }
 
 func TestWatchExplicitFile(t *testing.T) {
 	dir := t.TempDir()
-	writeFiles(t, dir, map[string]string{"policy.rego": allowPolicy(false)})
+	testutil.WriteFiles(t, dir, map[string]string{"policy.rego": allowPolicy(false)})
 	policyFile := filepath.Join(dir, "policy.rego")
 	e, err := New(context.Background(), Options{Paths: []string{policyFile}})
 	if err != nil {
 		t.Fatal(err)
 	}
 	startWatch(t, e)
-	writeAtomic(t, policyFile, allowPolicy(true))
-	eventually(t, watchDeadline, "the new policy to allow", func() bool { return allowed(t, e) })
+	testutil.WriteAtomic(t, policyFile, allowPolicy(true))
+	testutil.Eventually(t, watchDeadline, "the new policy to allow", func() bool { return allowed(t, e) })
 }
 
 // TestWatchConfigMapSwap mimics a Kubernetes ConfigMap volume: the files are
@@ -100,7 +103,7 @@ func TestWatchExplicitFile(t *testing.T) {
 // the ..data symlink atomically to a new directory.
 func TestWatchConfigMapSwap(t *testing.T) {
 	dir := t.TempDir()
-	writeFiles(t, dir, map[string]string{"..2024_01_01_00_00_00.1/policy.rego": allowPolicy(false)})
+	testutil.WriteFiles(t, dir, map[string]string{"..2024_01_01_00_00_00.1/policy.rego": allowPolicy(false)})
 	must := func(err error) {
 		t.Helper()
 		if err != nil {
@@ -119,9 +122,9 @@ func TestWatchConfigMapSwap(t *testing.T) {
 	}
 	startWatch(t, e)
 
-	writeFiles(t, dir, map[string]string{"..2024_01_01_00_00_00.2/policy.rego": allowPolicy(true)})
+	testutil.WriteFiles(t, dir, map[string]string{"..2024_01_01_00_00_00.2/policy.rego": allowPolicy(true)})
 	must(os.Symlink("..2024_01_01_00_00_00.2", filepath.Join(dir, "..data_tmp")))
 	must(os.Rename(filepath.Join(dir, "..data_tmp"), filepath.Join(dir, "..data")))
 	must(os.RemoveAll(filepath.Join(dir, "..2024_01_01_00_00_00.1")))
-	eventually(t, watchDeadline, "the swapped policy to allow", func() bool { return allowed(t, e) })
+	testutil.Eventually(t, watchDeadline, "the swapped policy to allow", func() bool { return allowed(t, e) })
 }
