@@ -121,3 +121,17 @@ func B64JSON(v any) string {
 	b, _ := json.Marshal(v)
 	return base64.RawURLEncoding.EncodeToString(b)
 }
+
+// WithKid returns the same key pair under another kid: a forger's key
+// claiming a trusted kid, or a key listed twice.
+func (k *Key) WithKid(t testing.TB, kid string) *Key {
+	t.Helper()
+	pub, err := k.Pub.Clone()
+	if err != nil {
+		t.Fatal(err)
+	}
+	if err := pub.Set(jwk.KeyIDKey, kid); err != nil {
+		t.Fatal(err)
+	}
+	return &Key{Kid: kid, Alg: k.Alg, Priv: k.Priv, Pub: pub}
+}
