@@ -10,6 +10,7 @@ import (
 	"net/http"
 	"os"
 	"path/filepath"
+	"sync/atomic"
 	"time"
 
 	authv3 "github.com/envoyproxy/go-control-plane/envoy/service/auth/v3"
@@ -48,6 +49,9 @@ type parts struct {
 	tokens *jwt.Verifier
 	authz  *authz.Server
 	limits authz.Limits
+	// draining is set on SIGTERM, before in-flight checks finish: /readyz
+	// answers 503 from then on, as gRPC health answers NOT_SERVING.
+	draining atomic.Bool
 }
 
 func build(ctx context.Context, cfg *config.Config, file string, logger, decisions *slog.Logger) (*parts, error) {
@@ -107,7 +111,9 @@ func build(ctx context.Context, cfg *config.Config, file string, logger, decisio
 	return &parts{policy: engine, tokens: tokens, authz: server, limits: limits}, nil
 }
 
-func (p *parts) ready() bool { return p.policy.Ready() && p.tokens.Ready() }
+func (p *parts) ready() bool {
+	return !p.draining.Load() && p.policy.Ready() && p.tokens.Ready()
+}
 
 // serveOptions are what serve needs beside the configuration.
 type serveOptions struct {
@@ -255,7 +261,8 @@ func serve(ctx context.Context, cfg *config.Config, opts serveOptions, logger, d
 	}
 
 	logger.Info("shutting down", "grace", cfg.GRPC.ShutdownGrace.D().String())
-	hs.Shutdown() // every service NOT_SERVING, so Envoy's health checks drain us
+	p.draining.Store(true) // /readyz 503
+	hs.Shutdown()          // every service NOT_SERVING, so Envoy's health checks drain us
 	// Forward-auth subrequests in flight finish within the same grace.
 	faDone := make(chan struct{})
 	go func() {
@@ -358,6 +365,7 @@ func opsHandler(p *parts) http.Handler {
 			"policy_loaded":   p.policy.Ready(),
 			"policy_revision": p.policy.Revision(),
 			"jwks_ready":      p.tokens.Ready(),
+			"draining":        p.draining.Load(),
 		}
 		w.Header().Set("Content-Type", "application/json")
 		if !p.ready() {

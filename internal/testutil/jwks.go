@@ -20,6 +20,7 @@ type JWKSServer struct {
 	body   []byte
 	status int
 	delay  time.Duration
+	hangUp bool
 }
 
 // NewJWKSServer starts a JWKSServer serving body, closed when the test ends.
@@ -34,8 +35,16 @@ func NewJWKSServer(t testing.TB, body []byte) *JWKSServer {
 func (s *JWKSServer) serve(w http.ResponseWriter, r *http.Request) {
 	s.hits.Add(1)
 	s.mu.Lock()
-	body, status, delay := s.body, s.status, s.delay
+	body, status, delay, hangUp := s.body, s.status, s.delay, s.hangUp
 	s.mu.Unlock()
+	if hangUp {
+		// Close the connection without an answer: to the client the key
+		// server is unreachable.
+		if conn, _, err := http.NewResponseController(w).Hijack(); err == nil {
+			conn.Close()
+		}
+		return
+	}
 	if delay > 0 {
 		select {
 		case <-time.After(delay):
@@ -71,6 +80,21 @@ func (s *JWKSServer) SetDelay(d time.Duration) {
 	s.mu.Lock()
 	defer s.mu.Unlock()
 	s.delay = d
+}
+
+// SetHangUp makes the server close every connection without answering, as
+// an unreachable key server looks to a client (false: answer again).
+func (s *JWKSServer) SetHangUp(on bool) {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	s.hangUp = on
+}
+
+// Reset serves body with status 200 at once again, ending every fault.
+func (s *JWKSServer) Reset(body []byte) {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	s.body, s.status, s.delay, s.hangUp = body, http.StatusOK, 0, false
 }
 
 // Hits is the number of requests received so far.
