@@ -83,9 +83,12 @@ func TestPolicyFaultsEndToEnd(t *testing.T) {
 			repair: func(t *testing.T, l layout) { swapData(t, l.watched, "v2", versionPolicy("v2")) },
 		},
 		{
-			name:        "ConfigMap swap to a good policy, the old directory removed",
-			setup:       configMap,
-			fault:       func(t *testing.T, l layout) { swapData(t, l.watched, "v3", versionPolicy("v3")); mustDo(t, os.RemoveAll(filepath.Join(l.watched, "..v1"))) },
+			name:  "ConfigMap swap to a good policy, the old directory removed",
+			setup: configMap,
+			fault: func(t *testing.T, l layout) {
+				swapData(t, l.watched, "v3", versionPolicy("v3"))
+				mustDo(t, os.RemoveAll(filepath.Join(l.watched, "..v1")))
+			},
 			faultReason: "v3",
 			repair:      func(t *testing.T, l layout) { swapData(t, l.watched, "v2", versionPolicy("v2")) },
 		},
@@ -103,7 +106,9 @@ func TestPolicyFaultsEndToEnd(t *testing.T) {
 			setup:       nested,
 			fault:       func(t *testing.T, l layout) { mustDo(t, os.Remove(filepath.Join(l.watched, "policy.rego"))) },
 			faultReason: "policy_undefined",
-			repair:      func(t *testing.T, l layout) { writeFile(t, filepath.Join(l.watched, "policy.rego"), versionPolicy("v2")) },
+			repair: func(t *testing.T, l layout) {
+				writeFile(t, filepath.Join(l.watched, "policy.rego"), versionPolicy("v2"))
+			},
 		},
 	}
 	for _, tc := range cases {
