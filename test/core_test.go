@@ -189,7 +189,7 @@ func TestGracefulStopFinishesInFlight(t *testing.T) {
 allow if http.send({"method": "GET", "url": %q, "cache": false}).body.ok
 `, slow.URL))
 	// The policy takes a second: give it more than the default 1s deadline.
-	g := startGatehouse(t, fmt.Sprintf("policy:\n  paths: [%q]\n  eval_timeout: 10s\n", dir), true)
+	g := startGatehouse(t, fmt.Sprintf("policy:\n  paths: [%q]\n  eval_timeout: 10s\n  allow_net: [127.0.0.1]\n", dir), true)
 
 	type result struct {
 		code int

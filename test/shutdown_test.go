@@ -51,7 +51,7 @@ func TestShutdownUnderLoad(t *testing.T) {
 
 allow if http.send({"method": "GET", "url": %q, "cache": false, "timeout": "120s"}).body.ok
 `, slow.URL))
-	g := startGatehouse(t, fmt.Sprintf("policy:\n  paths: [%q]\ngrpc:\n  shutdown_grace: 120s\n", dir), true)
+	g := startGatehouse(t, fmt.Sprintf("policy:\n  paths: [%q]\n  allow_net: [127.0.0.1]\n  eval_timeout: 120s\ngrpc:\n  shutdown_grace: 120s\n", dir), true)
 
 	clients := make([]authv3.AuthorizationClient, conns)
 	for i := range clients {

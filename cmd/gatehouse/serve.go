@@ -65,9 +65,13 @@ func build(ctx context.Context, cfg *config.Config, file string, logger, decisio
 		Logger:      logger.With("component", "policy"),
 
 		StrictBuiltinErrors: cfg.Policy.StrictBuiltinErrors,
+		AllowNet:            cfg.Policy.AllowNet,
 	})
 	if err != nil {
 		return nil, &configError{file, err}
+	}
+	if len(cfg.Policy.AllowNet) == 1 && cfg.Policy.AllowNet[0] == policy.AllowAnyHost {
+		logger.Warn("policy.allow_net is \"*\": policies may reach any host with http.send and net.lookup_ip_addr, including the cloud metadata address and internal services; list the hosts they need instead")
 	}
 	resolver, err := clientip.New(cfg.ClientIP.Options())
 	if err != nil {
