@@ -1,7 +1,6 @@
 package test
 
 import (
-	"context"
 	"fmt"
 	"net/http"
 	"net/http/httptest"
@@ -11,8 +10,6 @@ import (
 	"testing"
 	"time"
 
-	"google.golang.org/grpc"
-	"google.golang.org/grpc/credentials/insecure"
 	healthpb "google.golang.org/grpc/health/grpc_health_v1"
 )
 
@@ -54,17 +51,9 @@ func TestDefaultsDenyWithReason(t *testing.T) {
 	if code, body := g.get("/readyz"); code != 200 || !strings.Contains(body, `"policy_loaded":true`) {
 		t.Fatalf("/readyz = %d %s", code, body)
 	}
-	conn, err := grpc.NewClient(g.grpcAddr, grpc.WithTransportCredentials(insecure.NewCredentials()))
-	if err != nil {
-		t.Fatal(err)
-	}
-	defer conn.Close()
-	ctx, cancel := context.WithTimeout(context.Background(), 5*time.Second)
-	defer cancel()
 	for _, svc := range []string{"", "envoy.service.auth.v3.Authorization"} {
-		hr, err := healthpb.NewHealthClient(conn).Check(ctx, &healthpb.HealthCheckRequest{Service: svc})
-		if err != nil || hr.GetStatus() != healthpb.HealthCheckResponse_SERVING {
-			t.Fatalf("grpc health %q = %v, %v", svc, hr, err)
+		if st := g.grpcHealth(t, svc); st != healthpb.HealthCheckResponse_SERVING {
+			t.Fatalf("grpc health %q = %v, want SERVING", svc, st)
 		}
 	}
 }

@@ -22,6 +22,7 @@ import (
 	authv3 "github.com/envoyproxy/go-control-plane/envoy/service/auth/v3"
 	"google.golang.org/grpc"
 	"google.golang.org/grpc/credentials/insecure"
+	healthpb "google.golang.org/grpc/health/grpc_health_v1"
 
 	"github.com/gatehouse-dev/gatehouse/internal/testutil"
 )
@@ -161,6 +162,24 @@ func (g *gatehouse) client(t *testing.T) authv3.AuthorizationClient {
 	}
 	t.Cleanup(func() { conn.Close() })
 	return authv3.NewAuthorizationClient(conn)
+}
+
+// grpcHealth asks the server's gRPC health service about service ("" for the
+// server as a whole).
+func (g *gatehouse) grpcHealth(t *testing.T, service string) healthpb.HealthCheckResponse_ServingStatus {
+	t.Helper()
+	conn, err := grpc.NewClient(g.grpcAddr, grpc.WithTransportCredentials(insecure.NewCredentials()))
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer conn.Close()
+	ctx, cancel := context.WithTimeout(context.Background(), 5*time.Second)
+	defer cancel()
+	resp, err := healthpb.NewHealthClient(conn).Check(ctx, &healthpb.HealthCheckRequest{Service: service})
+	if err != nil {
+		t.Fatalf("grpc health %q: %v", service, err)
+	}
+	return resp.GetStatus()
 }
 
 // ctl runs gatehousectl and returns its exit code, stdout and stderr; it

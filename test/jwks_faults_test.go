@@ -1,7 +1,6 @@
 package test
 
 import (
-	"context"
 	"fmt"
 	"net/http"
 	"strings"
@@ -9,8 +8,6 @@ import (
 	"time"
 
 	"github.com/lestrrat-go/jwx/v2/jwa"
-	"google.golang.org/grpc"
-	"google.golang.org/grpc/credentials/insecure"
 	healthpb "google.golang.org/grpc/health/grpc_health_v1"
 
 	"github.com/gatehouse-dev/gatehouse/internal/testutil"
@@ -38,24 +35,6 @@ bypass:
 func claimsNow() map[string]any {
 	now := time.Now().Unix()
 	return map[string]any{"iss": issuer, "aud": "orders-api", "sub": "alice", "iat": now, "exp": now + 600}
-}
-
-// grpcHealth asks the server's gRPC health service about service ("" for the
-// server as a whole).
-func (g *gatehouse) grpcHealth(t *testing.T, service string) healthpb.HealthCheckResponse_ServingStatus {
-	t.Helper()
-	conn, err := grpc.NewClient(g.grpcAddr, grpc.WithTransportCredentials(insecure.NewCredentials()))
-	if err != nil {
-		t.Fatal(err)
-	}
-	defer conn.Close()
-	ctx, cancel := context.WithTimeout(context.Background(), 5*time.Second)
-	defer cancel()
-	resp, err := healthpb.NewHealthClient(conn).Check(ctx, &healthpb.HealthCheckRequest{Service: service})
-	if err != nil {
-		t.Fatalf("grpc health %q: %v", service, err)
-	}
-	return resp.GetStatus()
 }
 
 // TestJWKSUnreachableAtStart: with the key server refusing connections from
