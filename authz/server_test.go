@@ -5,6 +5,7 @@ import (
 	"log/slog"
 	"net"
 	"strings"
+	"sync"
 	"testing"
 	"time"
 
@@ -363,7 +364,7 @@ func (r *recordingTokens) IdentityHeaders() []string { return nil }
 func TestTokenDetailAtDebug(t *testing.T) {
 	tok := &recordingTokens{res: &gjwt.Result{Provider: "corp", Error: "bad_signature", Detail: "token has no kid and its signature verifies with none of the 3 keys that fit RS256"}}
 	for _, level := range []slog.Level{slog.LevelInfo, slog.LevelDebug} {
-		var logs syncBuffer
+		var logs testutil.LockedBuffer
 		c := startServer(t, policy.Options{}, Options{Tokens: tok,
 			DecisionLog: slog.New(slog.NewJSONHandler(&logs, &slog.HandlerOptions{Level: level}))})
 		check(t, c, checkReq("GET", "/p?access_%74oken=x&a=1", nil, ""))
