@@ -234,6 +234,16 @@ func serve(ctx context.Context, cfg *config.Config, opts serveOptions, logger, d
 	}
 	logger.Info("listening", append(listening,
 		"policy_revision", p.policy.Revision(), "dry_run", cfg.Policy.DryRun, "version", version)...)
+	// abort stops everything at once, for a failure while serving.
+	abort := func(err error) error {
+		cancel()
+		gs.Stop()
+		hsrv.Close()
+		if fa != nil {
+			fa.Close()
+		}
+		return err
+	}
 	if opts.addressFile != "" {
 		addrs := map[string]string{"grpc": grpcLis.Addr().String(), "http": httpLis.Addr().String()}
 		if fa != nil {
@@ -242,26 +252,14 @@ func serve(ctx context.Context, cfg *config.Config, opts serveOptions, logger, d
 		if err := writeAddressFile(opts.addressFile, addrs); err != nil {
 			// Whoever asked for the file waits on it: stop rather than serve
 			// on ports nobody can learn.
-			cancel()
-			gs.Stop()
-			hsrv.Close()
-			if fa != nil {
-				fa.Close()
-			}
-			return err
+			return abort(err)
 		}
 	}
 
 	select {
 	case <-ctx.Done():
 	case err := <-errc:
-		cancel()
-		gs.Stop()
-		hsrv.Close()
-		if fa != nil {
-			fa.Close()
-		}
-		return err
+		return abort(err)
 	}
 
 	logger.Info("shutting down", "grace", cfg.GRPC.ShutdownGrace.D().String())
