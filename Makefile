@@ -12,7 +12,7 @@ CADDY_VERSION ?= v2.11.9
 TOOLS_DIR     ?= $(or $(XDG_CACHE_HOME),$(HOME)/.cache)/gatehouse-tools
 CADDY         := $(TOOLS_DIR)/caddy-$(CADDY_VERSION)/caddy
 
-.PHONY: all build run demo test unit fmt-check vet fuzz e2e bench clean proxies nginx caddy
+.PHONY: all build run demo test unit fmt-check vet fuzz e2e bench soak clean proxies nginx caddy
 
 all: build
 
@@ -89,6 +89,15 @@ e2e: proxies
 bench:
 	$(GO) test -run '^$$' -bench . -benchmem -benchtime $(BENCHTIME) ./policy/... ./authz/... | awk -f scripts/benchratio.awk
 	$(GO) run ./test/bench
+
+## soak: the real server under steady load (not in CI): SOAK_DURATION (default 10m), SOAK_RATE
+## (default half the measured maximum, at most 500/s), SOAK_RELOAD_EVERY (default 1m). Fails on any
+## error or wrong decision; prints latency, VmRSS and threads (figures in docs/operations.md).
+SOAK_DURATION     ?= 10m
+SOAK_RELOAD_EVERY ?= 1m
+soak:
+	GATEHOUSE_SOAK=1 SOAK_DURATION=$(SOAK_DURATION) SOAK_RELOAD_EVERY=$(SOAK_RELOAD_EVERY) SOAK_RATE=$(SOAK_RATE) \
+		$(GO) test -count=1 -v -run '^TestSoak$$' -timeout 0 ./test/
 
 clean:
 	rm -rf $(BIN)

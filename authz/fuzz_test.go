@@ -2,6 +2,11 @@ package authz
 
 import (
 	"context"
+	"fmt"
+	"log/slog"
+	"strings"
+	"sync"
+	"sync/atomic"
 	"testing"
 
 	corev3 "github.com/envoyproxy/go-control-plane/envoy/config/core/v3"
@@ -14,8 +19,14 @@ import (
 
 // FuzzCheck sends hostile request shapes through the whole handler with the
 // embedded default policy and a trusted network that no fuzzed peer is in.
-// Whatever arrives, Check answers a CheckResponse (never an error, never a
-// panic) and never allows: nothing in the request can forge trust.
+// Whatever arrives, Check answers a CheckResponse (never an error) and never
+// allows: nothing in the request can forge trust.
+//
+// "Never a panic" cannot be seen from outside Check, which recovers every
+// panic into an internal_error denial. So the fuzz watches below that safety
+// net: the handler's logger fails the fuzz on any error record (the recover
+// logs "panic in Check" at error level), and an internal_error answer fails
+// it too, whatever produced it.
 func FuzzCheck(f *testing.F) {
 	f.Add("/orders?x=1", "application/json", `{"a": 1}`, "10.1.2.3, 198.51.100.7", "X-Forwarded-For", "198.51.100.7", "Bearer abc.def.ghi")
 	f.Add("/%zz", "multipart/form-data; boundary=x", "--x\r\n", "", "x-envoy-external-address", "::ffff:198.51.100.7", "")
@@ -32,7 +43,8 @@ func FuzzCheck(f *testing.F) {
 	if err != nil {
 		f.Fatal(err)
 	}
-	s, err := New(Options{Policy: engine, ClientIP: resolver, ParseBody: true})
+	failures := &errorRecorder{}
+	s, err := New(Options{Policy: engine, ClientIP: resolver, ParseBody: true, Logger: slog.New(failures)})
 	if err != nil {
 		f.Fatal(err)
 	}
@@ -48,14 +60,51 @@ func FuzzCheck(f *testing.F) {
 				Headers: map[string]string{"content-type": contentType, "x-forwarded-for": xff, headerName: xff, "authorization": authorization},
 			}},
 		}}
+		before := failures.count.Load()
 		resp, err := s.Check(context.Background(), req)
 		if err != nil || resp == nil {
 			t.Fatalf("Check must always answer: %v", err)
+		}
+		if failures.count.Load() != before || resp.GetStatus().GetMessage() == ReasonInternal {
+			t.Fatalf("Check failed internally (a recovered panic or an internal error): %s; response %v", failures.last(), resp)
 		}
 		if resp.GetStatus().GetCode() == 0 {
 			t.Fatalf("allowed a request from untrusted peer %q: %v", peer, resp)
 		}
 	})
+}
+
+// errorRecorder is a slog.Handler that counts error records and keeps the
+// last one, so a fuzz target sees what Check's recover only logs.
+type errorRecorder struct {
+	count atomic.Int64
+	mu    sync.Mutex
+	msg   string
+}
+
+func (r *errorRecorder) Enabled(_ context.Context, l slog.Level) bool { return l >= slog.LevelError }
+
+func (r *errorRecorder) Handle(_ context.Context, rec slog.Record) error {
+	var b strings.Builder
+	b.WriteString(rec.Message)
+	rec.Attrs(func(a slog.Attr) bool {
+		fmt.Fprintf(&b, " %s=%v", a.Key, a.Value)
+		return true
+	})
+	r.mu.Lock()
+	r.msg = b.String()
+	r.mu.Unlock()
+	r.count.Add(1)
+	return nil
+}
+
+func (r *errorRecorder) WithAttrs([]slog.Attr) slog.Handler { return r }
+func (r *errorRecorder) WithGroup(string) slog.Handler      { return r }
+
+func (r *errorRecorder) last() string {
+	r.mu.Lock()
+	defer r.mu.Unlock()
+	return r.msg
 }
 
 // trustedPeer reports whether peer parses to an address in 10.0.0.0/8 (the

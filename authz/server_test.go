@@ -1,12 +1,9 @@
 package authz
 
 import (
-	"bytes"
 	"context"
 	"log/slog"
 	"net"
-	"os"
-	"path/filepath"
 	"strings"
 	"sync"
 	"testing"
@@ -21,6 +18,7 @@ import (
 	"google.golang.org/grpc/credentials/insecure"
 
 	gjwt "github.com/gatehouse-dev/gatehouse/authz/jwt"
+	"github.com/gatehouse-dev/gatehouse/internal/testutil"
 	"github.com/gatehouse-dev/gatehouse/policy"
 )
 
@@ -57,11 +55,7 @@ func startServer(t *testing.T, popts policy.Options, sopts Options) authv3.Autho
 func policyDir(t *testing.T, files map[string]string) string {
 	t.Helper()
 	dir := t.TempDir()
-	for name, body := range files {
-		if err := os.WriteFile(filepath.Join(dir, name), []byte(body), 0o644); err != nil {
-			t.Fatal(err)
-		}
-	}
+	testutil.WriteFiles(t, dir, files)
 	return dir
 }
 
@@ -265,24 +259,6 @@ func TestBadBodyIs400(t *testing.T) {
 	}
 }
 
-// syncBuffer is a concurrency-safe log sink.
-type syncBuffer struct {
-	mu sync.Mutex
-	b  bytes.Buffer
-}
-
-func (b *syncBuffer) Write(p []byte) (int, error) {
-	b.mu.Lock()
-	defer b.mu.Unlock()
-	return b.b.Write(p)
-}
-
-func (b *syncBuffer) String() string {
-	b.mu.Lock()
-	defer b.mu.Unlock()
-	return b.b.String()
-}
-
 // TestDryRun: whatever the policy says (deny, undefined, unparsable body),
 // dry run allows, still strips identity headers, and logs what would have
 // happened.
@@ -298,7 +274,7 @@ func TestDryRun(t *testing.T) {
 	}
 	for _, tc := range cases {
 		t.Run(tc.name, func(t *testing.T) {
-			var logs syncBuffer
+			var logs testutil.LockedBuffer
 			dir := policyDir(t, map[string]string{"p.rego": tc.policy})
 			c := startServer(t, policy.Options{Paths: []string{dir}}, Options{
 				DryRun: true, ParseBody: true, Tokens: fixedTokens{nil},
@@ -388,7 +364,7 @@ func (r *recordingTokens) IdentityHeaders() []string { return nil }
 func TestTokenDetailAtDebug(t *testing.T) {
 	tok := &recordingTokens{res: &gjwt.Result{Provider: "corp", Error: "bad_signature", Detail: "token has no kid and its signature verifies with none of the 3 keys that fit RS256"}}
 	for _, level := range []slog.Level{slog.LevelInfo, slog.LevelDebug} {
-		var logs syncBuffer
+		var logs testutil.LockedBuffer
 		c := startServer(t, policy.Options{}, Options{Tokens: tok,
 			DecisionLog: slog.New(slog.NewJSONHandler(&logs, &slog.HandlerOptions{Level: level}))})
 		check(t, c, checkReq("GET", "/p?access_%74oken=x&a=1", nil, ""))

@@ -83,6 +83,11 @@ type Policy struct {
 	// EvalTimeout bounds one evaluation of a custom policy; past it the
 	// request is denied with policy_timeout. Default 1s.
 	EvalTimeout Duration `yaml:"eval_timeout"`
+	// AllowNet lists the hosts (names or IP addresses, no port) that the
+	// network built-ins (http.send, net.lookup_ip_addr, remote JSON schema
+	// references) may reach, as OPA's capabilities allow_net. Empty (the
+	// default) allows none; ["*"] allows any host, as OPA does by default.
+	AllowNet []string `yaml:"allow_net"`
 }
 
 // JWT configures token verification.

@@ -243,6 +243,27 @@ func (c *Config) resolvePaths(baseDir string) {
 	}
 }
 
+// validateAllowNet checks policy.allow_net: host names or IP addresses as
+// OPA compares them (the URL's host without its port), or "*" alone.
+func validateAllowNet(hosts []string) error {
+	for i, h := range hosts {
+		at := fmt.Sprintf("policy.allow_net[%d]", i)
+		switch {
+		case h == "*":
+			if len(hosts) > 1 {
+				return fmt.Errorf("%s: \"*\" (any host) cannot be combined with other entries; keep either \"*\" or the list of hosts", at)
+			}
+		case strings.TrimSpace(h) == "":
+			return fmt.Errorf("%s: is empty; write a host name or IP address, or remove the entry", at)
+		case strings.Contains(h, "://") || strings.ContainsAny(h, "/?#@ "):
+			return fmt.Errorf("%s: %q is not a host; write the host name or IP address alone (e.g. api.example.com, 10.0.0.5)", at, h)
+		case strings.Contains(h, ":"):
+			return fmt.Errorf("%s: %q has a port or is an IPv6 address; allow_net matches the host without its port (as OPA's allow_net), so write the host alone; IPv6 literals cannot be matched", at, h)
+		}
+	}
+	return nil
+}
+
 // Validate checks what can be checked without building the parts (the JWT
 // providers and client IP settings are validated by their packages). It
 // reports the first problem with its key and the fix.
@@ -278,6 +299,9 @@ func (c *Config) Validate() error {
 	}
 	if c.Policy.MaxParseBodyBytes < 0 {
 		return fmt.Errorf("policy.max_parse_body_bytes: must not be negative (0 means the default, 262144)")
+	}
+	if err := validateAllowNet(c.Policy.AllowNet); err != nil {
+		return err
 	}
 	if c.Policy.FailStatus != 0 && (c.Policy.FailStatus < 400 || c.Policy.FailStatus > 599) {
 		return fmt.Errorf("policy.fail_status: %d is not an HTTP error status; use a code from 400 to 599 (default 403)", c.Policy.FailStatus)

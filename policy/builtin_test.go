@@ -5,6 +5,8 @@ import (
 	"encoding/json"
 	"fmt"
 	"testing"
+
+	"github.com/gatehouse-dev/gatehouse/internal/testutil"
 )
 
 func TestCIDRContains(t *testing.T) {
@@ -61,7 +63,7 @@ func TestCIDRContains(t *testing.T) {
 
 	t.Run("literal of the wrong type is a compile error", func(t *testing.T) {
 		dir := t.TempDir()
-		writeFiles(t, dir, map[string]string{
+		testutil.WriteFiles(t, dir, map[string]string{
 			"policy.rego": "package envoy.authz\n\nallow := gatehouse.cidr_contains([1, 2], input.ip)\n",
 		})
 		_, err := New(context.Background(), Options{Paths: []string{dir}})

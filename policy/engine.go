@@ -67,7 +67,17 @@ type Options struct {
 	// request denied with ReasonTimeout. The client's own deadline applies
 	// too when shorter. 0 means DefaultEvalTimeout; negative, none.
 	EvalTimeout time.Duration
+	// AllowNet lists the hosts the network built-ins (http.send,
+	// net.lookup_ip_addr, remote JSON schema references) may reach: host
+	// names or IP addresses, compared with the URL's host without its port,
+	// as OPA's capabilities allow_net. Empty allows none (a call fails as a
+	// built-in error); AllowAnyHost alone allows every host.
+	AllowNet []string
 }
+
+// AllowAnyHost, as the only entry of Options.AllowNet, lets the network
+// built-ins reach any host (OPA's default).
+const AllowAnyHost = "*"
 
 // Engine evaluates the current revision of a policy. It is safe for
 // concurrent use; Eval never blocks on a reload.
@@ -80,6 +90,7 @@ type Engine struct {
 	strict   bool
 	rules    *Rules
 	timeout  time.Duration
+	allowNet []string // OPA's form: nil allows any host, empty none
 
 	reloadMu sync.Mutex // serializes builds; Eval does not take it
 	current  atomic.Pointer[revision]
@@ -121,6 +132,7 @@ func New(ctx context.Context, opts Options) (*Engine, error) {
 		logger:   logger,
 		strict:   opts.StrictBuiltinErrors,
 		timeout:  opts.EvalTimeout,
+		allowNet: opaAllowNet(opts.AllowNet),
 	}
 	if e.timeout == 0 {
 		e.timeout = DefaultEvalTimeout
@@ -213,10 +225,11 @@ func (e *Engine) build(ctx context.Context, current string) (rev *revision, chan
 	store := inmem.NewFromASTObject(obj)
 
 	debug := e.logger.Enabled(ctx, slog.LevelDebug)
-	compiler := newCompiler(e.version, debug)
+	compiler := newCompiler(e.version, debug, e.allowNet)
 	if compiler.Compile(src.modules); compiler.Failed() {
 		return nil, false, withLocations(compiler.Errors)
 	}
+	e.warnNetwork(src.modules, hash)
 	if len(compiler.GetRules(e.decision)) == 0 {
 		if _, err := obj.Find(e.decision[1:]); err != nil {
 			e.logger.Warn("no rule defines the decision; every request will be denied as "+ReasonUndefined,
@@ -256,9 +269,12 @@ func (e *Engine) build(ctx context.Context, current string) (rev *revision, chan
 
 // newCompiler returns a compiler that knows Gatehouse's built-in. print() is
 // compiled in only when debug logging is on, so it costs nothing otherwise.
-func newCompiler(version ast.RegoVersion, enablePrint bool) *ast.Compiler {
+// allowNet is OPA's capabilities allow_net (nil: any host; empty: none); the
+// evaluation reads it from the compiler.
+func newCompiler(version ast.RegoVersion, enablePrint bool, allowNet []string) *ast.Compiler {
 	caps := ast.CapabilitiesForThisVersion()
 	caps.Builtins = append(caps.Builtins, cidrContainsBuiltin())
+	caps.AllowNet = allowNet
 	return ast.NewCompiler().
 		WithCapabilities(caps).
 		WithDefaultRegoVersion(version).

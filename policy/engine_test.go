@@ -4,6 +4,7 @@ import (
 	"context"
 	"errors"
 	"fmt"
+	"log/slog"
 	"os"
 	"path/filepath"
 	"strings"
@@ -11,6 +12,8 @@ import (
 	"sync/atomic"
 	"testing"
 	"time"
+
+	"github.com/gatehouse-dev/gatehouse/internal/testutil"
 )
 
 func TestRegoVersion(t *testing.T) {
@@ -114,7 +117,7 @@ func TestDataAndConfig(t *testing.T) {
 
 	t.Run("config conflicting with a data file", func(t *testing.T) {
 		dir := t.TempDir()
-		writeFiles(t, dir, map[string]string{
+		testutil.WriteFiles(t, dir, map[string]string{
 			"policy.rego":                "package envoy.authz\n\nallow := true\n",
 			"gatehouse/config/data.json": `{"bypass": {"paths": ["/other"]}}`,
 		})
@@ -141,10 +144,10 @@ func TestDecisionPath(t *testing.T) {
 		})
 	}
 	t.Run("missing decision warns", func(t *testing.T) {
-		var logs logBuffer
+		var logs testutil.LockedBuffer
 		dir := t.TempDir()
-		writeFiles(t, dir, files)
-		e, err := New(context.Background(), Options{Paths: []string{dir}, Logger: logs.logger()})
+		testutil.WriteFiles(t, dir, files)
+		e, err := New(context.Background(), Options{Paths: []string{dir}, Logger: logs.TextLogger(slog.LevelInfo)})
 		if err != nil {
 			t.Fatalf("New: %v", err)
 		}
@@ -178,11 +181,11 @@ func TestEmbeddedDefault(t *testing.T) {
 }
 
 func TestReload(t *testing.T) {
-	var logs logBuffer
+	var logs testutil.LockedBuffer
 	dir := t.TempDir()
 	policyFile := filepath.Join(dir, "policy.rego")
-	writeFiles(t, dir, map[string]string{"policy.rego": "package envoy.authz\n\nallow := false\n"})
-	e, err := New(context.Background(), Options{Paths: []string{dir}, Logger: logs.logger()})
+	testutil.WriteFiles(t, dir, map[string]string{"policy.rego": "package envoy.authz\n\nallow := false\n"})
+	e, err := New(context.Background(), Options{Paths: []string{dir}, Logger: logs.TextLogger(slog.LevelInfo)})
 	if err != nil {
 		t.Fatalf("New: %v", err)
 	}
@@ -200,7 +203,7 @@ func TestReload(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
-	writeAtomic(t, policyFile, string(broken))
+	testutil.WriteAtomic(t, policyFile, string(broken))
 	err = e.Reload(ctx)
 	if err == nil {
 		t.Fatal("Reload of a broken policy succeeded")
@@ -215,7 +218,7 @@ func TestReload(t *testing.T) {
 	}
 
 	// Good again: a new revision with the new decision.
-	writeAtomic(t, policyFile, "package envoy.authz\n\nallow := true\n")
+	testutil.WriteAtomic(t, policyFile, "package envoy.authz\n\nallow := true\n")
 	if err := e.Reload(ctx); err != nil {
 		t.Fatalf("Reload: %v", err)
 	}
@@ -231,7 +234,7 @@ func TestReload(t *testing.T) {
 	// A cancelled context aborts the reload and keeps the revision.
 	cancelled, cancel := context.WithCancel(ctx)
 	cancel()
-	writeAtomic(t, policyFile, "package envoy.authz\n\nallow := false\n")
+	testutil.WriteAtomic(t, policyFile, "package envoy.authz\n\nallow := false\n")
 	if err := e.Reload(cancelled); !errors.Is(err, context.Canceled) {
 		t.Errorf("Reload with cancelled ctx = %v", err)
 	}
@@ -289,7 +292,7 @@ func TestConcurrentEvalDuringReload(t *testing.T) {
 	policyFor := func(allow bool) string {
 		return fmt.Sprintf("package envoy.authz\n\nallow := {\"allowed\": %v, \"reason\": \"r-%v\"}\n", allow, allow)
 	}
-	writeFiles(t, dir, map[string]string{"policy.rego": policyFor(false)})
+	testutil.WriteFiles(t, dir, map[string]string{"policy.rego": policyFor(false)})
 	e, err := New(context.Background(), Options{Paths: []string{dir}})
 	if err != nil {
 		t.Fatalf("New: %v", err)
@@ -324,7 +327,7 @@ func TestConcurrentEvalDuringReload(t *testing.T) {
 	}
 	for i := range 8 {
 		allow := i%2 == 0
-		writeAtomic(t, policyFile, policyFor(allow))
+		testutil.WriteAtomic(t, policyFile, policyFor(allow))
 		// Record the expectation before the swap can be observed.
 		src, err := loadSources(e.paths, e.version, e.config, false, embedFor(e.paths), false)
 		if err != nil {

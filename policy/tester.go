@@ -86,7 +86,9 @@ func RunTests(ctx context.Context, opts TestOptions) ([]TestResult, error) {
 
 	cidrs := newCIDRCache()
 	runner := tester.NewRunner().
-		SetCompiler(newCompiler(version, true)).
+		// Rego tests run on a developer's machine, as opa test does: no host
+		// restriction for the network built-ins.
+		SetCompiler(newCompiler(version, true, nil)).
 		SetDefaultRegoVersion(version).
 		SetStore(store).
 		SetModules(src.modules).

@@ -5,6 +5,8 @@ import (
 	"path/filepath"
 	"strings"
 	"testing"
+
+	"github.com/gatehouse-dev/gatehouse/internal/testutil"
 )
 
 func TestRunTests(t *testing.T) {
@@ -57,7 +59,7 @@ func TestRunTests(t *testing.T) {
 	})
 	t.Run("v0 tests", func(t *testing.T) {
 		dir := t.TempDir()
-		writeFiles(t, dir, map[string]string{
+		testutil.WriteFiles(t, dir, map[string]string{
 			"p.rego":      "package p\n\nallow { input.x == 1 }\n",
 			"p_test.rego": "package p\n\ntest_allow { allow with input as {\"x\": 1} }\n",
 		})

@@ -39,16 +39,26 @@ func decide(t *testing.T, c authv3.AuthorizationClient, req *authv3.CheckRequest
 	t.Helper()
 	ctx, cancel := context.WithTimeout(context.Background(), 10*time.Second)
 	defer cancel()
-	resp, err := c.Check(ctx, req)
+	d, err := tryDecide(ctx, c, req)
 	if err != nil {
 		t.Fatalf("Check: %v", err)
+	}
+	return d
+}
+
+// tryDecide is decide for goroutines: it reports a failed call instead of
+// failing the test.
+func tryDecide(ctx context.Context, c authv3.AuthorizationClient, req *authv3.CheckRequest) (decision, error) {
+	resp, err := c.Check(ctx, req)
+	if err != nil {
+		return decision{}, err
 	}
 	d := decision{allowed: resp.GetStatus().GetCode() == 0, status: 200, reason: resp.GetStatus().GetMessage()}
 	if den := resp.GetDeniedResponse(); den != nil {
 		d.status = int(den.GetStatus().GetCode())
 		d.body = den.GetBody()
 	}
-	return d
+	return d, nil
 }
 
 // TestClientIPSpoofing: the trusted-IP bypass through the real server, for

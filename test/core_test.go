@@ -1,7 +1,6 @@
 package test
 
 import (
-	"context"
 	"fmt"
 	"net/http"
 	"net/http/httptest"
@@ -11,8 +10,6 @@ import (
 	"testing"
 	"time"
 
-	"google.golang.org/grpc"
-	"google.golang.org/grpc/credentials/insecure"
 	healthpb "google.golang.org/grpc/health/grpc_health_v1"
 )
 
@@ -48,23 +45,15 @@ func TestDefaultsDenyWithReason(t *testing.T) {
 		t.Fatal(err)
 	}
 
-	if code, body := g.get(t, "/healthz"); code != 200 {
+	if code, body := g.get("/healthz"); code != 200 {
 		t.Fatalf("/healthz = %d %s", code, body)
 	}
-	if code, body := g.get(t, "/readyz"); code != 200 || !strings.Contains(body, `"policy_loaded":true`) {
+	if code, body := g.get("/readyz"); code != 200 || !strings.Contains(body, `"policy_loaded":true`) {
 		t.Fatalf("/readyz = %d %s", code, body)
 	}
-	conn, err := grpc.NewClient(g.grpcAddr, grpc.WithTransportCredentials(insecure.NewCredentials()))
-	if err != nil {
-		t.Fatal(err)
-	}
-	defer conn.Close()
-	ctx, cancel := context.WithTimeout(context.Background(), 5*time.Second)
-	defer cancel()
 	for _, svc := range []string{"", "envoy.service.auth.v3.Authorization"} {
-		hr, err := healthpb.NewHealthClient(conn).Check(ctx, &healthpb.HealthCheckRequest{Service: svc})
-		if err != nil || hr.GetStatus() != healthpb.HealthCheckResponse_SERVING {
-			t.Fatalf("grpc health %q = %v, %v", svc, hr, err)
+		if st := g.grpcHealth(t, svc); st != healthpb.HealthCheckResponse_SERVING {
+			t.Fatalf("grpc health %q = %v, want SERVING", svc, st)
 		}
 	}
 }
@@ -101,7 +90,7 @@ func TestPolicyHotReload(t *testing.T) {
 	if c := decide("x-other"); c != 0 {
 		t.Fatalf("after a broken edit the last good policy must keep deciding; exit %d", c)
 	}
-	if code, _ := g.get(t, "/readyz"); code != 200 {
+	if code, _ := g.get("/readyz"); code != 200 {
 		t.Fatalf("a broken reload must not make the server unready")
 	}
 
@@ -189,16 +178,17 @@ func TestGracefulStopFinishesInFlight(t *testing.T) {
 allow if http.send({"method": "GET", "url": %q, "cache": false}).body.ok
 `, slow.URL))
 	// The policy takes a second: give it more than the default 1s deadline.
-	g := startGatehouse(t, fmt.Sprintf("policy:\n  paths: [%q]\n  eval_timeout: 10s\n", dir), true)
+	g := startGatehouse(t, fmt.Sprintf("policy:\n  paths: [%q]\n  eval_timeout: 10s\n  allow_net: [127.0.0.1]\n", dir), true)
 
 	type result struct {
 		code int
 		out  string
+		err  error
 	}
 	done := make(chan result, 1)
 	go func() {
-		code, out, _ := ctl(t, "check", "--addr", g.grpcAddr, "--timeout", "10s")
-		done <- result{code, out}
+		code, out, _, err := runCtl("check", "--addr", g.grpcAddr, "--timeout", "10s")
+		done <- result{code, out, err}
 	}()
 	select {
 	case <-entered:
@@ -207,6 +197,9 @@ allow if http.send({"method": "GET", "url": %q, "cache": false}).body.ok
 	}
 	g.stop(t)
 	r := <-done
+	if r.err != nil {
+		t.Fatalf("gatehousectl: %v", r.err)
+	}
 	if r.code != 0 || !strings.Contains(r.out, "ALLOWED") {
 		t.Fatalf("in-flight check was not finished: exit %d\n%s", r.code, r.out)
 	}

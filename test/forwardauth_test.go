@@ -2,7 +2,6 @@ package test
 
 import (
 	"bufio"
-	"bytes"
 	"context"
 	"encoding/json"
 	"fmt"
@@ -14,13 +13,14 @@ import (
 	osexec "os/exec"
 	"path/filepath"
 	"strings"
-	"sync"
 	"syscall"
 	"testing"
 	"time"
 
 	corev3 "github.com/envoyproxy/go-control-plane/envoy/config/core/v3"
 	authv3 "github.com/envoyproxy/go-control-plane/envoy/service/auth/v3"
+
+	"github.com/gatehouse-dev/gatehouse/internal/testutil"
 )
 
 // Loopback addresses the test clients connect from: the proxies append them
@@ -59,30 +59,13 @@ func proxyBinary(t *testing.T, name, env string, extra ...string) string {
 // proxyProcess is a proxy started for one test and stopped after it.
 type proxyProcess struct {
 	cmd    *osexec.Cmd
-	out    *syncBuffer
+	out    *testutil.LockedBuffer
 	exited chan struct{}
-}
-
-type syncBuffer struct {
-	mu  sync.Mutex
-	buf bytes.Buffer
-}
-
-func (b *syncBuffer) Write(p []byte) (int, error) {
-	b.mu.Lock()
-	defer b.mu.Unlock()
-	return b.buf.Write(p)
-}
-
-func (b *syncBuffer) String() string {
-	b.mu.Lock()
-	defer b.mu.Unlock()
-	return b.buf.String()
 }
 
 func startProxy(t *testing.T, addr string, env []string, bin string, args ...string) *proxyProcess {
 	t.Helper()
-	p := &proxyProcess{cmd: osexec.Command(bin, args...), out: &syncBuffer{}, exited: make(chan struct{})}
+	p := &proxyProcess{cmd: osexec.Command(bin, args...), out: &testutil.LockedBuffer{}, exited: make(chan struct{})}
 	p.cmd.Env = append(os.Environ(), env...)
 	p.cmd.Stdout, p.cmd.Stderr = p.out, p.out
 	if err := p.cmd.Start(); err != nil {

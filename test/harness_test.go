@@ -4,7 +4,6 @@
 package test
 
 import (
-	"bufio"
 	"bytes"
 	"context"
 	"encoding/json"
@@ -16,7 +15,6 @@ import (
 	osexec "os/exec"
 	"path/filepath"
 	"strings"
-	"sync"
 	"syscall"
 	"testing"
 	"time"
@@ -24,6 +22,9 @@ import (
 	authv3 "github.com/envoyproxy/go-control-plane/envoy/service/auth/v3"
 	"google.golang.org/grpc"
 	"google.golang.org/grpc/credentials/insecure"
+	healthpb "google.golang.org/grpc/health/grpc_health_v1"
+
+	"github.com/gatehouse-dev/gatehouse/internal/testutil"
 )
 
 var binDir string
@@ -55,27 +56,25 @@ type gatehouse struct {
 	grpcAddr string
 	httpAddr string
 	faAddr   string // the forward-auth listener, when listen.forward_auth is set
-	mu       sync.Mutex
-	log      bytes.Buffer
+	log      testutil.LockedBuffer
 	exited   chan struct{}
-	exitErr  error
+	exitErr  error // set before exited is closed
 }
 
 // logText returns everything the server has logged so far.
-func (g *gatehouse) logText() string {
-	g.mu.Lock()
-	defer g.mu.Unlock()
-	return g.log.String()
-}
+func (g *gatehouse) logText() string { return g.log.String() }
 
 // startGatehouse runs the server with the config text (written to a temp
-// file; "" for no config) on free loopback ports and waits until it listens.
-// With waitReady it also waits for /readyz.
+// file; "" for no config) on free loopback ports and waits until it listens:
+// the server writes its bound addresses to --address-file. With waitReady it
+// also waits for /readyz.
 func startGatehouse(t *testing.T, configYAML string, waitReady bool, extraArgs ...string) *gatehouse {
 	t.Helper()
-	args := []string{"--grpc-addr", "127.0.0.1:0", "--http-addr", "127.0.0.1:0"}
+	dir := t.TempDir()
+	addrFile := filepath.Join(dir, "addresses.json")
+	args := []string{"--grpc-addr", "127.0.0.1:0", "--http-addr", "127.0.0.1:0", "--address-file", addrFile}
 	if configYAML != "" {
-		p := filepath.Join(t.TempDir(), "gatehouse.yaml")
+		p := filepath.Join(dir, "gatehouse.yaml")
 		if err := os.WriteFile(p, []byte(configYAML), 0o644); err != nil {
 			t.Fatal(err)
 		}
@@ -83,44 +82,42 @@ func startGatehouse(t *testing.T, configYAML string, waitReady bool, extraArgs .
 	}
 	args = append(args, extraArgs...)
 	g := &gatehouse{cmd: osexec.Command(filepath.Join(binDir, "gatehouse"), args...), exited: make(chan struct{})}
-	stderr, err := g.cmd.StderrPipe()
-	if err != nil {
-		t.Fatal(err)
-	}
+	g.cmd.Stderr = &g.log
 	if err := g.cmd.Start(); err != nil {
 		t.Fatal(err)
 	}
-	listening := make(chan map[string]any, 1)
+	// Wait reaps the process and copies the last of its output; only this
+	// goroutine writes exitErr, and only before closing exited.
 	go func() {
-		sc := bufio.NewScanner(stderr)
-		sc.Buffer(make([]byte, 1<<20), 1<<20)
-		for sc.Scan() {
-			line := sc.Text()
-			g.mu.Lock()
-			g.log.WriteString(line + "\n")
-			g.mu.Unlock()
-			var rec map[string]any
-			if json.Unmarshal([]byte(line), &rec) == nil && rec["msg"] == "listening" {
-				listening <- rec
-			}
-		}
 		g.exitErr = g.cmd.Wait()
 		close(g.exited)
 	}()
 	t.Cleanup(func() { g.stop(t) })
-	select {
-	case rec := <-listening:
-		g.grpcAddr, _ = rec["grpc"].(string)
-		g.httpAddr, _ = rec["http"].(string)
-		g.faAddr, _ = rec["forward_auth"].(string)
-	case <-g.exited:
-		t.Fatalf("gatehouse exited before listening: %v\n%s", g.exitErr, g.logText())
-	case <-time.After(30 * time.Second):
-		t.Fatalf("gatehouse did not start listening\n%s", g.logText())
+
+	var addrs map[string]string
+	deadline := time.After(30 * time.Second)
+	for addrs == nil {
+		select {
+		case <-g.exited:
+			t.Fatalf("gatehouse exited before listening: %v\n%s", g.exitErr, g.logText())
+		case <-deadline:
+			t.Fatalf("gatehouse did not write %s\n%s", addrFile, g.logText())
+		case <-time.After(20 * time.Millisecond):
+		}
+		// The file appears whole (written aside, then renamed) or not at all.
+		if b, err := os.ReadFile(addrFile); err == nil {
+			if err := json.Unmarshal(b, &addrs); err != nil {
+				t.Fatalf("address file %s: %v: %q", addrFile, err, b)
+			}
+		}
+	}
+	g.grpcAddr, g.httpAddr, g.faAddr = addrs["grpc"], addrs["http"], addrs["forward_auth"]
+	if g.grpcAddr == "" || g.httpAddr == "" {
+		t.Fatalf("address file lacks grpc or http: %v", addrs)
 	}
 	if waitReady {
 		eventually(t, 20*time.Second, "gatehouse ready", func() bool {
-			code, _ := g.get(t, "/readyz")
+			code, _ := g.get("/readyz")
 			return code == 200
 		})
 	}
@@ -144,8 +141,9 @@ func (g *gatehouse) stop(t *testing.T) {
 	}
 }
 
-func (g *gatehouse) get(t *testing.T, path string) (int, string) {
-	t.Helper()
+// get fetches path from the ops listener; a transport error is status 0 with
+// the error as body. It touches no testing.T, so goroutines may call it.
+func (g *gatehouse) get(path string) (int, string) {
 	resp, err := http.Get("http://" + g.httpAddr + path)
 	if err != nil {
 		return 0, err.Error()
@@ -166,51 +164,62 @@ func (g *gatehouse) client(t *testing.T) authv3.AuthorizationClient {
 	return authv3.NewAuthorizationClient(conn)
 }
 
-// ctl runs gatehousectl and returns its exit code, stdout and stderr.
+// grpcHealth asks the server's gRPC health service about service ("" for the
+// server as a whole).
+func (g *gatehouse) grpcHealth(t *testing.T, service string) healthpb.HealthCheckResponse_ServingStatus {
+	t.Helper()
+	conn, err := grpc.NewClient(g.grpcAddr, grpc.WithTransportCredentials(insecure.NewCredentials()))
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer conn.Close()
+	ctx, cancel := context.WithTimeout(context.Background(), 5*time.Second)
+	defer cancel()
+	resp, err := healthpb.NewHealthClient(conn).Check(ctx, &healthpb.HealthCheckRequest{Service: service})
+	if err != nil {
+		t.Fatalf("grpc health %q: %v", service, err)
+	}
+	return resp.GetStatus()
+}
+
+// ctl runs gatehousectl and returns its exit code, stdout and stderr; it
+// fails the test when the binary cannot run at all (test goroutine only).
 func ctl(t *testing.T, args ...string) (int, string, string) {
 	t.Helper()
+	code, stdout, stderr, err := runCtl(args...)
+	if err != nil {
+		t.Fatalf("gatehousectl %v: %v", args, err)
+	}
+	return code, stdout, stderr
+}
+
+// runCtl is ctl for goroutines: it reports a failure to run instead of
+// failing the test.
+func runCtl(args ...string) (code int, stdout, stderr string, err error) {
 	ctx, cancel := context.WithTimeout(context.Background(), 30*time.Second)
 	defer cancel()
 	cmd := osexec.CommandContext(ctx, filepath.Join(binDir, "gatehousectl"), args...)
-	var stdout, stderr bytes.Buffer
-	cmd.Stdout, cmd.Stderr = &stdout, &stderr
-	err := cmd.Run()
-	code := 0
+	var out, errOut bytes.Buffer
+	cmd.Stdout, cmd.Stderr = &out, &errOut
+	err = cmd.Run()
 	var ee *osexec.ExitError
 	if errors.As(err, &ee) {
-		code = ee.ExitCode()
-	} else if err != nil {
-		t.Fatalf("gatehousectl %v: %v", args, err)
+		return ee.ExitCode(), out.String(), errOut.String(), nil
 	}
-	return code, stdout.String(), stderr.String()
+	return 0, out.String(), errOut.String(), err
 }
 
-// eventually polls cond until it holds or the deadline passes.
+// eventually polls cond until it holds or the deadline passes (test
+// goroutine only).
 func eventually(t *testing.T, within time.Duration, what string, cond func() bool) {
 	t.Helper()
-	deadline := time.Now().Add(within)
-	for {
-		if cond() {
-			return
-		}
-		if time.Now().After(deadline) {
-			t.Fatalf("timed out after %s waiting for: %s", within, what)
-		}
-		time.Sleep(50 * time.Millisecond)
-	}
+	testutil.Eventually(t, within, what, cond)
 }
 
+// writeFile replaces path atomically, as editors and ConfigMap updates do.
 func writeFile(t *testing.T, path, body string) {
 	t.Helper()
-	// Write then rename, as editors and ConfigMap updates do, so the watcher
-	// never sees a half-written file.
-	tmp := path + ".tmp"
-	if err := os.WriteFile(tmp, []byte(body), 0o644); err != nil {
-		t.Fatal(err)
-	}
-	if err := os.Rename(tmp, path); err != nil {
-		t.Fatal(err)
-	}
+	testutil.WriteAtomic(t, path, body)
 }
 
 func contains(haystack string, needles ...string) error {

@@ -1,16 +1,11 @@
 package test
 
 import (
-	"crypto/ecdsa"
-	"crypto/ed25519"
-	"crypto/elliptic"
 	"crypto/hmac"
-	"crypto/rand"
 	"crypto/rsa"
 	"crypto/sha256"
 	"crypto/x509"
 	"encoding/base64"
-	"encoding/json"
 	"encoding/pem"
 	"fmt"
 	"net/http"
@@ -21,99 +16,35 @@ import (
 	"time"
 
 	"github.com/lestrrat-go/jwx/v2/jwa"
-	"github.com/lestrrat-go/jwx/v2/jwk"
 	"github.com/lestrrat-go/jwx/v2/jws"
+
+	"github.com/gatehouse-dev/gatehouse/internal/testutil"
 )
 
-// signer is a private key with the kid and alg it signs with.
-type signer struct {
-	kid string
-	alg jwa.SignatureAlgorithm
-	key any
-}
-
-func newSigners(t *testing.T) map[string]signer {
+// newSigners returns one key per algorithm the provider accepts, and an
+// outsider: a key nobody published, claiming the RSA key's kid.
+func newSigners(t *testing.T) map[string]*testutil.Key {
 	t.Helper()
-	rsaKey, err := rsa.GenerateKey(rand.Reader, 2048)
-	if err != nil {
-		t.Fatal(err)
-	}
-	psKey, err := rsa.GenerateKey(rand.Reader, 2048)
-	if err != nil {
-		t.Fatal(err)
-	}
-	ecKey, err := ecdsa.GenerateKey(elliptic.P256(), rand.Reader)
-	if err != nil {
-		t.Fatal(err)
-	}
-	_, edKey, err := ed25519.GenerateKey(rand.Reader)
-	if err != nil {
-		t.Fatal(err)
-	}
-	outsider, err := rsa.GenerateKey(rand.Reader, 2048)
-	if err != nil {
-		t.Fatal(err)
-	}
-	return map[string]signer{
-		"RS256":    {"rsa-1", jwa.RS256, rsaKey},
-		"PS256":    {"ps-1", jwa.PS256, psKey},
-		"ES256":    {"ec-1", jwa.ES256, ecKey},
-		"EdDSA":    {"ed-1", jwa.EdDSA, edKey},
-		"outsider": {"rsa-1", jwa.RS256, outsider},
+	rs := testutil.NewKey(t, jwa.RS256, "rsa-1")
+	return map[string]*testutil.Key{
+		"RS256":    rs,
+		"PS256":    testutil.NewKey(t, jwa.PS256, "ps-1"),
+		"ES256":    testutil.NewKey(t, jwa.ES256, "ec-1"),
+		"EdDSA":    testutil.NewKey(t, jwa.EdDSA, "ed-1"),
+		"outsider": testutil.NewKey(t, jwa.RS256, "rsa-1"),
 	}
 }
 
 // publicJWKS is the key set of every signer but the outsider.
-func publicJWKS(t *testing.T, signers map[string]signer) []byte {
+func publicJWKS(t *testing.T, signers map[string]*testutil.Key) []byte {
 	t.Helper()
-	set := jwk.NewSet()
-	for name, s := range signers {
-		if name == "outsider" {
-			continue
-		}
-		k, err := jwk.FromRaw(s.key)
-		if err != nil {
-			t.Fatal(err)
-		}
-		pub, err := k.PublicKey()
-		if err != nil {
-			t.Fatal(err)
-		}
-		_ = pub.Set(jwk.KeyIDKey, s.kid)
-		_ = pub.Set(jwk.AlgorithmKey, s.alg)
-		_ = set.AddKey(pub)
-	}
-	b, err := json.Marshal(set)
-	if err != nil {
-		t.Fatal(err)
-	}
-	return b
-}
-
-func sign(t *testing.T, s signer, claims map[string]any, extraHeaders map[string]any) string {
-	t.Helper()
-	payload, err := json.Marshal(claims)
-	if err != nil {
-		t.Fatal(err)
-	}
-	hdr := jws.NewHeaders()
-	_ = hdr.Set(jws.KeyIDKey, s.kid)
-	_ = hdr.Set(jws.TypeKey, "JWT")
-	for k, v := range extraHeaders {
-		if err := hdr.Set(k, v); err != nil {
-			t.Fatal(err)
+	var keys []*testutil.Key
+	for name, k := range signers {
+		if name != "outsider" {
+			keys = append(keys, k)
 		}
 	}
-	out, err := jws.Sign(payload, jws.WithKey(s.alg, s.key, jws.WithProtectedHeaders(hdr)))
-	if err != nil {
-		t.Fatal(err)
-	}
-	return string(out)
-}
-
-func b64(v any) string {
-	b, _ := json.Marshal(v)
-	return base64.RawURLEncoding.EncodeToString(b)
+	return testutil.JWKS(t, keys...)
 }
 
 // TestHostileTokens sends each token through the real server, which fetches
@@ -121,16 +52,13 @@ func b64(v any) string {
 func TestHostileTokens(t *testing.T) {
 	signers := newSigners(t)
 	jwksBody := publicJWKS(t, signers)
-	jwks := httptest.NewServer(http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
-		w.Header().Set("Content-Type", "application/json")
-		_, _ = w.Write(jwksBody)
-	}))
-	defer jwks.Close()
+	jwks := testutil.NewJWKSServer(t, jwksBody)
+	attackerJWKS := testutil.JWKS(t, signers["outsider"].WithKid(t, "attacker-1"))
 	// The attacker's key server, named in a jku header: it must never be asked.
 	var attackerHits atomic.Int64
 	attacker := httptest.NewServer(http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
 		attackerHits.Add(1)
-		_, _ = w.Write(publicJWKS(t, map[string]signer{"x": {"attacker-1", jwa.RS256, signers["outsider"].key}}))
+		_, _ = w.Write(attackerJWKS)
 	}))
 	defer attacker.Close()
 
@@ -155,13 +83,13 @@ func TestHostileTokens(t *testing.T) {
 		}
 		return c
 	}
-	valid := sign(t, signers["RS256"], claims(nil), nil)
+	valid := signers["RS256"].Sign(t, claims(nil), nil)
 	parts := strings.Split(valid, ".")
 
 	// HS256 keyed with the RSA public key's PEM: the algorithm-confusion attack.
-	pubDER, _ := x509.MarshalPKIXPublicKey(&signers["RS256"].key.(*rsa.PrivateKey).PublicKey)
+	pubDER, _ := x509.MarshalPKIXPublicKey(&signers["RS256"].Priv.(*rsa.PrivateKey).PublicKey)
 	pubPEM := pem.EncodeToMemory(&pem.Block{Type: "PUBLIC KEY", Bytes: pubDER})
-	hsInput := b64(map[string]any{"alg": "HS256", "kid": "rsa-1", "typ": "JWT"}) + "." + b64(claims(nil))
+	hsInput := testutil.B64JSON(map[string]any{"alg": "HS256", "kid": "rsa-1", "typ": "JWT"}) + "." + testutil.B64JSON(claims(nil))
 	mac := hmac.New(sha256.New, pubPEM)
 	mac.Write([]byte(hsInput))
 	confused := hsInput + "." + base64.RawURLEncoding.EncodeToString(mac.Sum(nil))
@@ -181,25 +109,25 @@ func TestHostileTokens(t *testing.T) {
 		reason string
 	}{
 		{"valid RS256", valid, "", 200, ""},
-		{"valid PS256", sign(t, signers["PS256"], claims(nil), nil), "", 200, ""},
-		{"valid ES256", sign(t, signers["ES256"], claims(nil), nil), "", 200, ""},
-		{"valid EdDSA", sign(t, signers["EdDSA"], claims(nil), nil), "", 200, ""},
-		{"expired", sign(t, signers["ES256"], claims(map[string]any{"exp": now - 3600, "iat": now - 7200, "nbf": now - 7200}), nil), "", 401, "token_expired"},
-		{"not yet valid", sign(t, signers["ES256"], claims(map[string]any{"nbf": now + 3600}), nil), "", 401, "token_not_yet_valid"},
-		{"wrong issuer", sign(t, signers["ES256"], claims(map[string]any{"iss": "https://evil.example"}), nil), "", 401, "token_unknown_issuer"},
-		{"wrong audience", sign(t, signers["ES256"], claims(map[string]any{"aud": "billing-api"}), nil), "", 401, "token_bad_audience"},
-		{"no audience", sign(t, signers["ES256"], claims(map[string]any{"aud": nil}), nil), "", 401, "token_bad_audience"},
-		{"tampered payload", parts[0] + "." + b64(claims(map[string]any{"sub": "admin"})) + "." + parts[2], "", 401, "token_bad_signature"},
+		{"valid PS256", signers["PS256"].Sign(t, claims(nil), nil), "", 200, ""},
+		{"valid ES256", signers["ES256"].Sign(t, claims(nil), nil), "", 200, ""},
+		{"valid EdDSA", signers["EdDSA"].Sign(t, claims(nil), nil), "", 200, ""},
+		{"expired", signers["ES256"].Sign(t, claims(map[string]any{"exp": now - 3600, "iat": now - 7200, "nbf": now - 7200}), nil), "", 401, "token_expired"},
+		{"not yet valid", signers["ES256"].Sign(t, claims(map[string]any{"nbf": now + 3600}), nil), "", 401, "token_not_yet_valid"},
+		{"wrong issuer", signers["ES256"].Sign(t, claims(map[string]any{"iss": "https://evil.example"}), nil), "", 401, "token_unknown_issuer"},
+		{"wrong audience", signers["ES256"].Sign(t, claims(map[string]any{"aud": "billing-api"}), nil), "", 401, "token_bad_audience"},
+		{"no audience", signers["ES256"].Sign(t, claims(map[string]any{"aud": nil}), nil), "", 401, "token_bad_audience"},
+		{"tampered payload", parts[0] + "." + testutil.B64JSON(claims(map[string]any{"sub": "admin"})) + "." + parts[2], "", 401, "token_bad_signature"},
 		{"bad signature", parts[0] + "." + parts[1] + "." + string(flipped), "", 401, "token_bad_signature"},
-		{"alg none", b64(map[string]any{"alg": "none", "kid": "rsa-1"}) + "." + b64(claims(nil)) + ".", "", 401, "token_alg_not_allowed"},
+		{"alg none", testutil.B64JSON(map[string]any{"alg": "none", "kid": "rsa-1"}) + "." + testutil.B64JSON(claims(nil)) + ".", "", 401, "token_alg_not_allowed"},
 		{"HS256 with the RSA public key", confused, "", 401, "token_alg_not_allowed"},
-		{"unknown kid", sign(t, signer{"nope-1", jwa.RS256, signers["outsider"].key}, claims(nil), nil), "", 401, "token_unknown_key"},
-		{"kid with path characters", sign(t, signer{"../../../../etc/passwd", jwa.RS256, signers["outsider"].key}, claims(nil), nil), "", 401, "token_unknown_key"},
-		{"signed by an outsider with a known kid", sign(t, signers["outsider"], claims(nil), nil), "", 401, "token_bad_signature"},
-		{"jku pointing at another server", sign(t, signer{"attacker-1", jwa.RS256, signers["outsider"].key}, claims(nil), map[string]any{jws.JWKSetURLKey: attacker.URL}), "", 401, "token_unknown_key"},
+		{"unknown kid", signers["outsider"].WithKid(t, "nope-1").Sign(t, claims(nil), nil), "", 401, "token_unknown_key"},
+		{"kid with path characters", signers["outsider"].WithKid(t, "../../../../etc/passwd").Sign(t, claims(nil), nil), "", 401, "token_unknown_key"},
+		{"signed by an outsider with a known kid", signers["outsider"].Sign(t, claims(nil), nil), "", 401, "token_bad_signature"},
+		{"jku pointing at another server", signers["outsider"].WithKid(t, "attacker-1").Sign(t, claims(nil), map[string]any{jws.JWKSetURLKey: attacker.URL}), "", 401, "token_unknown_key"},
 		{"truncated in the payload", valid[:len(parts[0])+1+len(parts[1])/2], "", 401, "token_malformed"},
 		{"garbage", "%%%garbage%%%", "", 401, "token_malformed"},
-		{"oversize", sign(t, signers["ES256"], claims(map[string]any{"pad": strings.Repeat("x", 9000)}), nil), "", 401, "token_too_large"},
+		{"oversize", signers["ES256"].Sign(t, claims(map[string]any{"pad": strings.Repeat("x", 9000)}), nil), "", 401, "token_too_large"},
 		{"token in a query parameter when not configured", valid, "query", 401, "token_missing"},
 	}
 	for _, tc := range cases {

@@ -3,43 +3,23 @@ package test
 import (
 	"fmt"
 	"net/http"
-	"net/http/httptest"
 	"os"
 	"path/filepath"
 	"strings"
-	"sync/atomic"
 	"testing"
 	"time"
+
+	"github.com/gatehouse-dev/gatehouse/internal/testutil"
 )
 
-// jwksServer serves the JWKS file on loopback and counts its hits; while
-// down it answers 503.
-type jwksServer struct {
-	*httptest.Server
-	file string
-	hits atomic.Int64
-	down atomic.Bool
-}
-
-func newJWKSServer(t *testing.T, file string) *jwksServer {
+// newJWKSServer serves the JWKS file (as it is now) on loopback.
+func newJWKSServer(t *testing.T, file string) *testutil.JWKSServer {
 	t.Helper()
-	s := &jwksServer{file: file}
-	s.Server = httptest.NewServer(http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
-		s.hits.Add(1)
-		if s.down.Load() {
-			http.Error(w, "down", http.StatusServiceUnavailable)
-			return
-		}
-		b, err := os.ReadFile(s.file)
-		if err != nil {
-			http.Error(w, err.Error(), 500)
-			return
-		}
-		w.Header().Set("Content-Type", "application/json")
-		_, _ = w.Write(b)
-	}))
-	t.Cleanup(s.Close)
-	return s
+	b, err := os.ReadFile(file)
+	if err != nil {
+		t.Fatal(err)
+	}
+	return testutil.NewJWKSServer(t, b)
 }
 
 // keyPair generates a key with gatehousectl and returns the private key and
@@ -131,15 +111,15 @@ func TestJWTEndToEnd(t *testing.T) {
 func TestJWKSDownAtStart(t *testing.T) {
 	key, jwksFile := keyPair(t, "RS256", "rsa-1")
 	jwks := newJWKSServer(t, jwksFile)
-	jwks.down.Store(true)
+	jwks.SetStatus(http.StatusServiceUnavailable)
 	g := startGatehouse(t, jwtConfig(jwks.URL), false)
-	eventually(t, 10*time.Second, "a failed JWKS fetch", func() bool { return jwks.hits.Load() > 0 })
-	if code, body := g.get(t, "/readyz"); code != 503 || !strings.Contains(body, `"jwks_ready":false`) {
+	eventually(t, 10*time.Second, "a failed JWKS fetch", func() bool { return jwks.Hits() > 0 })
+	if code, body := g.get("/readyz"); code != 503 || !strings.Contains(body, `"jwks_ready":false`) {
 		t.Fatalf("/readyz with JWKS down = %d %s", code, body)
 	}
-	jwks.down.Store(false)
+	jwks.SetStatus(http.StatusOK)
 	eventually(t, 60*time.Second, "ready after the JWKS came up", func() bool {
-		code, _ := g.get(t, "/readyz")
+		code, _ := g.get("/readyz")
 		return code == 200
 	})
 	token := mint(t, key, "--iss", issuer, "--aud", "orders-api", "--sub", "bob", "--ttl", "5m")

@@ -1,9 +1,12 @@
 // Command gatehouse is the Gatehouse ext_authz server: Envoy's
 // Authorization/Check over gRPC, decided by Rego policies.
 //
-//	gatehouse [--config gatehouse.yaml] [--grpc-addr :9191] [--http-addr :8181]
+//	gatehouse [--config gatehouse.yaml] [--grpc-addr :9191] [--http-addr :8181] [--address-file PATH]
 //
-// With no --config it runs on the embedded defaults.
+// With no --config it runs on the embedded defaults. With --address-file it
+// writes the bound listener addresses as a JSON object once it listens
+// ({"grpc": "127.0.0.1:40123", "http": "127.0.0.1:40124"}), so a supervisor or
+// a test that asked for port 0 learns the ports without reading the log.
 package main
 
 import (
@@ -37,9 +40,10 @@ func run(args []string, stderr io.Writer) int {
 	configPath := fs.String("config", "", "configuration file (YAML); empty runs on the embedded defaults")
 	grpcAddr := fs.String("grpc-addr", "", "ext_authz gRPC listen address, overrides listen.grpc (default \":9191\")")
 	httpAddr := fs.String("http-addr", "", "operations HTTP listen address, overrides listen.http (default \":8181\")")
+	addressFile := fs.String("address-file", "", "write the bound listener addresses as JSON to this file once listening (replaced atomically)")
 	showVersion := fs.Bool("version", false, "print the version and exit")
 	fs.Usage = func() {
-		fmt.Fprintf(stderr, "Usage: gatehouse [--config FILE] [--grpc-addr ADDR] [--http-addr ADDR]\n\n")
+		fmt.Fprintf(stderr, "Usage: gatehouse [--config FILE] [--grpc-addr ADDR] [--http-addr ADDR] [--address-file PATH]\n\n")
 		fs.PrintDefaults()
 	}
 	if err := fs.Parse(args); err != nil {
@@ -84,7 +88,7 @@ func run(args []string, stderr io.Writer) int {
 	decisions := slog.New(slog.NewJSONHandler(out, handlerOpts))
 	ctx, stop := signal.NotifyContext(context.Background(), syscall.SIGINT, syscall.SIGTERM)
 	defer stop()
-	if err := serve(ctx, cfg, *configPath, logger, decisions); err != nil {
+	if err := serve(ctx, cfg, serveOptions{configFile: *configPath, addressFile: *addressFile}, logger, decisions); err != nil {
 		var ce *configError
 		if errors.As(err, &ce) {
 			fmt.Fprintf(stderr, "gatehouse: %v\n", err)

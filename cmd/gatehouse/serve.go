@@ -8,6 +8,9 @@ import (
 	"log/slog"
 	"net"
 	"net/http"
+	"os"
+	"path/filepath"
+	"sync/atomic"
 	"time"
 
 	authv3 "github.com/envoyproxy/go-control-plane/envoy/service/auth/v3"
@@ -46,6 +49,9 @@ type parts struct {
 	tokens *jwt.Verifier
 	authz  *authz.Server
 	limits authz.Limits
+	// draining is set on SIGTERM, before in-flight checks finish: /readyz
+	// answers 503 from then on, as gRPC health answers NOT_SERVING.
+	draining atomic.Bool
 }
 
 func build(ctx context.Context, cfg *config.Config, file string, logger, decisions *slog.Logger) (*parts, error) {
@@ -59,9 +65,13 @@ func build(ctx context.Context, cfg *config.Config, file string, logger, decisio
 		Logger:      logger.With("component", "policy"),
 
 		StrictBuiltinErrors: cfg.Policy.StrictBuiltinErrors,
+		AllowNet:            cfg.Policy.AllowNet,
 	})
 	if err != nil {
 		return nil, &configError{file, err}
+	}
+	if len(cfg.Policy.AllowNet) == 1 && cfg.Policy.AllowNet[0] == policy.AllowAnyHost {
+		logger.Warn("policy.allow_net is \"*\": policies may reach any host with http.send and net.lookup_ip_addr, including the cloud metadata address and internal services; list the hosts they need instead")
 	}
 	resolver, err := clientip.New(cfg.ClientIP.Options())
 	if err != nil {
@@ -105,12 +115,50 @@ func build(ctx context.Context, cfg *config.Config, file string, logger, decisio
 	return &parts{policy: engine, tokens: tokens, authz: server, limits: limits}, nil
 }
 
-func (p *parts) ready() bool { return p.policy.Ready() && p.tokens.Ready() }
+func (p *parts) ready() bool {
+	return !p.draining.Load() && p.policy.Ready() && p.tokens.Ready()
+}
+
+// serveOptions are what serve needs beside the configuration.
+type serveOptions struct {
+	configFile  string // the configuration file, named in configuration errors
+	addressFile string // where to write the bound addresses; "" for nowhere
+}
+
+// writeAddressFile writes the bound addresses (listener name -> host:port) as
+// a JSON object to path, through a temporary file in the same directory and a
+// rename, so a reader never sees a partial file. Later listeners add keys.
+func writeAddressFile(path string, addrs map[string]string) error {
+	b, err := json.Marshal(addrs)
+	if err != nil {
+		return fmt.Errorf("address file %s: %w", path, err)
+	}
+	tmp, err := os.CreateTemp(filepath.Dir(path), filepath.Base(path)+".tmp*")
+	if err != nil {
+		return fmt.Errorf("address file %s: %w", path, err)
+	}
+	defer os.Remove(tmp.Name()) // after a successful rename there is nothing left to remove
+	if _, err := tmp.Write(append(b, '\n')); err != nil {
+		tmp.Close()
+		return fmt.Errorf("address file %s: %w", path, err)
+	}
+	if err := tmp.Close(); err != nil {
+		return fmt.Errorf("address file %s: %w", path, err)
+	}
+	if err := os.Chmod(tmp.Name(), 0o644); err != nil {
+		return fmt.Errorf("address file %s: %w", path, err)
+	}
+	if err := os.Rename(tmp.Name(), path); err != nil {
+		return fmt.Errorf("address file %s: %w", path, err)
+	}
+	return nil
+}
 
 // serve runs the gRPC and HTTP listeners until ctx is done, then stops
 // gracefully: health turns NOT_SERVING, in-flight checks finish (bounded by
 // grpc.shutdown_grace), and the listeners close.
-func serve(ctx context.Context, cfg *config.Config, file string, logger, decisions *slog.Logger) error {
+func serve(ctx context.Context, cfg *config.Config, opts serveOptions, logger, decisions *slog.Logger) error {
+	file := opts.configFile
 	p, err := build(ctx, cfg, file, logger, decisions)
 	if err != nil {
 		return err
@@ -186,10 +234,8 @@ func serve(ctx context.Context, cfg *config.Config, file string, logger, decisio
 	}
 	logger.Info("listening", append(listening,
 		"policy_revision", p.policy.Revision(), "dry_run", cfg.Policy.DryRun, "version", version)...)
-
-	select {
-	case <-ctx.Done():
-	case err := <-errc:
+	// abort stops everything at once, for a failure while serving.
+	abort := func(err error) error {
 		cancel()
 		gs.Stop()
 		hsrv.Close()
@@ -198,9 +244,27 @@ func serve(ctx context.Context, cfg *config.Config, file string, logger, decisio
 		}
 		return err
 	}
+	if opts.addressFile != "" {
+		addrs := map[string]string{"grpc": grpcLis.Addr().String(), "http": httpLis.Addr().String()}
+		if fa != nil {
+			addrs["forward_auth"] = faLis.Addr().String()
+		}
+		if err := writeAddressFile(opts.addressFile, addrs); err != nil {
+			// Whoever asked for the file waits on it: stop rather than serve
+			// on ports nobody can learn.
+			return abort(err)
+		}
+	}
+
+	select {
+	case <-ctx.Done():
+	case err := <-errc:
+		return abort(err)
+	}
 
 	logger.Info("shutting down", "grace", cfg.GRPC.ShutdownGrace.D().String())
-	hs.Shutdown() // every service NOT_SERVING, so Envoy's health checks drain us
+	p.draining.Store(true) // /readyz 503
+	hs.Shutdown()          // every service NOT_SERVING, so Envoy's health checks drain us
 	// Forward-auth subrequests in flight finish within the same grace.
 	faDone := make(chan struct{})
 	go func() {
@@ -303,6 +367,7 @@ func opsHandler(p *parts) http.Handler {
 			"policy_loaded":   p.policy.Ready(),
 			"policy_revision": p.policy.Revision(),
 			"jwks_ready":      p.tokens.Ready(),
+			"draining":        p.draining.Load(),
 		}
 		w.Header().Set("Content-Type", "application/json")
 		if !p.ready() {

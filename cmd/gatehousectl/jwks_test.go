@@ -11,16 +11,18 @@ import (
 	"time"
 
 	"github.com/lestrrat-go/jwx/v2/jwk"
+
+	"github.com/gatehouse-dev/gatehouse/internal/testutil"
 )
 
 // startJWKSServe runs `jwks serve` in-process and returns its base URL and a
 // stop function that reports the exit code.
-func startJWKSServe(t *testing.T, args ...string) (baseURL string, stop func() int, stdout *syncBuffer) {
+func startJWKSServe(t *testing.T, args ...string) (baseURL string, stop func() int, stdout *testutil.LockedBuffer) {
 	t.Helper()
 	portFile := filepath.Join(t.TempDir(), "addr")
 	ctx, cancel := context.WithCancel(context.Background())
-	stdout = &syncBuffer{}
-	stderr := &syncBuffer{}
+	stdout = &testutil.LockedBuffer{}
+	stderr := &testutil.LockedBuffer{}
 	done := make(chan int, 1)
 	go func() {
 		done <- run(ctx, append([]string{"jwks", "serve", "--port-file", portFile}, args...), stdout, stderr)

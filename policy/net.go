@@ -1,0 +1,64 @@
+package policy
+
+import (
+	"slices"
+	"sort"
+
+	"github.com/open-policy-agent/opa/v1/ast"
+)
+
+// networkBuiltins are the built-ins that reach the network, which
+// Options.AllowNet restricts.
+var networkBuiltins = []string{"http.send", "net.lookup_ip_addr"}
+
+// opaAllowNet maps Options.AllowNet to OPA's capabilities allow_net, where
+// nil means any host and an empty list none. Fail closed: no list, no network.
+func opaAllowNet(hosts []string) []string {
+	if len(hosts) == 1 && hosts[0] == AllowAnyHost {
+		return nil
+	}
+	return append([]string{}, hosts...)
+}
+
+// networkCalls returns the network built-ins the modules call, sorted.
+func networkCalls(modules map[string]*ast.Module) []string {
+	found := map[string]bool{}
+	for _, m := range modules {
+		ast.WalkTerms(m, func(t *ast.Term) bool {
+			if call, ok := t.Value.(ast.Call); ok && len(call) > 0 {
+				if name := call[0].String(); slices.Contains(networkBuiltins, name) {
+					found[name] = true
+				}
+			}
+			return false
+		})
+		ast.WalkExprs(m, func(x *ast.Expr) bool {
+			if x.IsCall() {
+				if name := x.Operator().String(); slices.Contains(networkBuiltins, name) {
+					found[name] = true
+				}
+			}
+			return false
+		})
+	}
+	names := make([]string, 0, len(found))
+	for n := range found {
+		names = append(names, n)
+	}
+	sort.Strings(names)
+	return names
+}
+
+// warnNetwork logs, once per revision, a policy that calls network built-ins
+// while AllowNet allows no host: every such call fails (the expression is
+// undefined, or the evaluation fails with strict built-in errors), which an
+// operator porting an OPA-Envoy policy would otherwise find only in denials.
+func (e *Engine) warnNetwork(modules map[string]*ast.Module, revision string) {
+	if e.allowNet == nil || len(e.allowNet) > 0 {
+		return
+	}
+	if calls := networkCalls(modules); len(calls) > 0 {
+		e.logger.Warn("the policy calls network built-ins but policy.allow_net allows no host: every call fails; list the hosts it may reach in policy.allow_net",
+			"builtins", calls, "revision", revision)
+	}
+}
