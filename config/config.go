@@ -85,8 +85,9 @@ type Policy struct {
 	EvalTimeout Duration `yaml:"eval_timeout"`
 	// AllowNet lists the hosts (names or IP addresses, no port) that the
 	// network built-ins (http.send, net.lookup_ip_addr, remote JSON schema
-	// references) may reach, as OPA's capabilities allow_net. Empty (the
-	// default) allows none; ["*"] allows any host, as OPA does by default.
+	// references) may reach, as OPA's capabilities allow_net. Not set (the
+	// default): any host, as in OPA and OPA-Envoy, with a warning when a
+	// policy calls one; [] allows none; ["*"] allows any host.
 	AllowNet []string `yaml:"allow_net"`
 }
 

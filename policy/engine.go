@@ -70,8 +70,11 @@ type Options struct {
 	// AllowNet lists the hosts the network built-ins (http.send,
 	// net.lookup_ip_addr, remote JSON schema references) may reach: host
 	// names or IP addresses, compared with the URL's host without its port,
-	// as OPA's capabilities allow_net. Empty allows none (a call fails as a
-	// built-in error); AllowAnyHost alone allows every host.
+	// as OPA's capabilities allow_net. nil (not configured) allows every
+	// host, as OPA and OPA-Envoy do, so their policies run unchanged, and
+	// a policy that calls a network built-in is reported when it loads; an
+	// empty, non-nil list allows none (a call fails as a built-in error);
+	// AllowAnyHost alone allows every host without the report.
 	AllowNet []string
 }
 
@@ -91,6 +94,7 @@ type Engine struct {
 	rules    *Rules
 	timeout  time.Duration
 	allowNet []string // OPA's form: nil allows any host, empty none
+	netUnset bool     // Options.AllowNet was nil: any host, reported
 
 	reloadMu sync.Mutex // serializes builds; Eval does not take it
 	current  atomic.Pointer[revision]
@@ -107,6 +111,8 @@ type revision struct {
 	native bool
 	// need is the part of the input the policy can read.
 	need *Need
+	// userModules counts the modules read from policy.paths.
+	userModules int
 }
 
 // New loads, compiles and prepares the first revision. A policy that does not
@@ -133,6 +139,7 @@ func New(ctx context.Context, opts Options) (*Engine, error) {
 		strict:   opts.StrictBuiltinErrors,
 		timeout:  opts.EvalTimeout,
 		allowNet: opaAllowNet(opts.AllowNet),
+		netUnset: opts.AllowNet == nil,
 	}
 	if e.timeout == 0 {
 		e.timeout = DefaultEvalTimeout
@@ -200,6 +207,12 @@ func (e *Engine) build(ctx context.Context, current string) (rev *revision, chan
 	if err != nil {
 		return nil, false, err
 	}
+	// Nothing lost: a reload that finds no module where the active revision
+	// had some (files deleted, a volume unmounted, a swap caught half way)
+	// is a failed reload, not an empty policy that denies everything.
+	if old := e.current.Load(); old != nil && old.userModules > 0 && src.user == 0 {
+		return nil, false, fmt.Errorf("policy.paths %s hold no .rego module any more (deleted?); restore them, or restart to run without", strings.Join(e.paths, ", "))
+	}
 	hash, err := revisionHash(src, e.version, e.decision)
 	if err != nil {
 		return nil, false, err
@@ -257,7 +270,7 @@ func (e *Engine) build(ctx context.Context, current string) (rev *revision, chan
 	if err != nil {
 		return nil, false, fmt.Errorf("prepare %s: %w", e.decision, withLocations(err))
 	}
-	rev = &revision{hash: hash, query: pq, cidrs: cidrs, need: inputNeed(compiler, len(e.paths) > 0)}
+	rev = &revision{hash: hash, query: pq, cidrs: cidrs, need: inputNeed(compiler, len(e.paths) > 0), userModules: src.user}
 	if e.rules != nil {
 		if rev.rules, err = compileNative(*e.rules); err != nil {
 			return nil, false, err

@@ -25,6 +25,7 @@ type sources struct {
 	modules map[string]*ast.Module // by file name
 	raw     map[string][]byte      // module source by file name, for the revision hash
 	data    map[string]any         // data documents with the configuration merged in
+	user    int                    // modules read from paths (not embedded)
 }
 
 // embedMode selects which embedded modules a build includes.
@@ -60,6 +61,7 @@ func loadSources(paths []string, version ast.RegoVersion, config map[string]any,
 			src.modules[name] = f.Parsed
 			src.raw[name] = f.Raw
 		}
+		src.user = len(res.Modules)
 		src.data = res.Documents
 	}
 	if embed != embedNone {

@@ -12,9 +12,9 @@ import (
 var networkBuiltins = []string{"http.send", "net.lookup_ip_addr"}
 
 // opaAllowNet maps Options.AllowNet to OPA's capabilities allow_net, where
-// nil means any host and an empty list none. Fail closed: no list, no network.
+// nil means any host and an empty list none.
 func opaAllowNet(hosts []string) []string {
-	if len(hosts) == 1 && hosts[0] == AllowAnyHost {
+	if hosts == nil || (len(hosts) == 1 && hosts[0] == AllowAnyHost) {
 		return nil
 	}
 	return append([]string{}, hosts...)
@@ -49,15 +49,24 @@ func networkCalls(modules map[string]*ast.Module) []string {
 	return names
 }
 
-// warnNetwork logs, once per revision, a policy that calls network built-ins
-// while AllowNet allows no host: every such call fails (the expression is
-// undefined, or the evaluation fails with strict built-in errors), which an
-// operator porting an OPA-Envoy policy would otherwise find only in denials.
+// warnNetwork logs, once per revision, a policy that calls network
+// built-ins while policy.allow_net is not set (they may reach any host,
+// the cloud metadata address and internal services included) or allows no
+// host (every call fails, which an operator porting an OPA-Envoy policy
+// would otherwise find only in denials).
 func (e *Engine) warnNetwork(modules map[string]*ast.Module, revision string) {
-	if e.allowNet == nil || len(e.allowNet) > 0 {
+	unrestricted := e.netUnset
+	blocked := e.allowNet != nil && len(e.allowNet) == 0
+	if !unrestricted && !blocked {
 		return
 	}
-	if calls := networkCalls(modules); len(calls) > 0 {
+	calls := networkCalls(modules)
+	switch {
+	case len(calls) == 0:
+	case unrestricted:
+		e.logger.Warn("the policy calls network built-ins and policy.allow_net is not set: they may reach any host, as in OPA; list the hosts the policy needs in policy.allow_net",
+			"builtins", calls, "revision", revision)
+	default:
 		e.logger.Warn("the policy calls network built-ins but policy.allow_net allows no host: every call fails; list the hosts it may reach in policy.allow_net",
 			"builtins", calls, "revision", revision)
 	}

@@ -44,7 +44,8 @@ allow := count(net.lookup_ip_addr(input.host)) > 0
 	}{
 		{"listed host", []string{"127.0.0.1"}, sendPolicy, `{"url": "http://127.0.0.1:` + port + `"}`, true, "", 1},
 		{"any host", []string{AllowAnyHost}, sendPolicy, `{"url": "http://127.0.0.1:` + port + `"}`, true, "", 1},
-		{"no list allows nothing", nil, sendPolicy, `{"url": "http://127.0.0.1:` + port + `"}`, false, "disallowed host: 127.0.0.1", 0},
+		{"not configured allows any host, as OPA", nil, sendPolicy, `{"url": "http://127.0.0.1:` + port + `"}`, true, "", 1},
+		{"empty list allows nothing", []string{}, sendPolicy, `{"url": "http://127.0.0.1:` + port + `"}`, false, "disallowed host: 127.0.0.1", 0},
 		{"another name for a listed address", []string{"127.0.0.1"}, sendPolicy, `{"url": "http://localhost:` + port + `"}`, false, "disallowed host: localhost", 0},
 		{"ports are not matched", []string{"127.0.0.1"}, sendPolicy, `{"url": "http://` + testutil.ClosedAddr(t) + `"}`, false, "connection refused", 0},
 		{"lookup of an unlisted name", []string{"127.0.0.1"}, lookupPolicy, `{"host": "localhost"}`, false, "disallowed host: localhost", 0},
@@ -80,19 +81,23 @@ func TestAllowNetWarning(t *testing.T) {
 		name     string
 		policy   string
 		allowNet []string
-		warn     bool
+		warn     string // "" for none
 	}{
-		{"http.send without allow_net", "package envoy.authz\n\nallow if http.send({\"method\": \"GET\", \"url\": \"http://127.0.0.1:1\"}).status_code == 200\n", nil, true},
-		{"lookup inside a function", "package envoy.authz\n\nips(h) := net.lookup_ip_addr(h)\n\nallow if count(ips(\"x\")) > 0\n", nil, true},
-		{"http.send with a host listed", "package envoy.authz\n\nallow if http.send({\"method\": \"GET\", \"url\": \"http://127.0.0.1:1\"}).status_code == 200\n", []string{"127.0.0.1"}, false},
-		{"no network built-in", "package envoy.authz\n\nallow := true\n", nil, false},
+		{"http.send with no host allowed", "package envoy.authz\n\nallow if http.send({\"method\": \"GET\", \"url\": \"http://127.0.0.1:1\"}).status_code == 200\n", []string{}, "policy.allow_net allows no host"},
+		{"lookup inside a function, no host allowed", "package envoy.authz\n\nips(h) := net.lookup_ip_addr(h)\n\nallow if count(ips(\"x\")) > 0\n", []string{}, "policy.allow_net allows no host"},
+		{"http.send without allow_net", "package envoy.authz\n\nallow if http.send({\"method\": \"GET\", \"url\": \"http://127.0.0.1:1\"}).status_code == 200\n", nil, "policy.allow_net is not set"},
+		{"http.send with a host listed", "package envoy.authz\n\nallow if http.send({\"method\": \"GET\", \"url\": \"http://127.0.0.1:1\"}).status_code == 200\n", []string{"127.0.0.1"}, ""},
+		{"http.send with any host, explicitly", "package envoy.authz\n\nallow if http.send({\"method\": \"GET\", \"url\": \"http://127.0.0.1:1\"}).status_code == 200\n", []string{AllowAnyHost}, ""},
+		{"no network built-in", "package envoy.authz\n\nallow := true\n", nil, ""},
 	}
 	for _, tc := range cases {
 		t.Run(tc.name, func(t *testing.T) {
 			var logs testutil.LockedBuffer
 			newTestEngine(t, map[string]string{"policy.rego": tc.policy}, Options{AllowNet: tc.allowNet, Logger: logs.TextLogger(slog.LevelInfo)})
-			if got := logs.Contains("policy.allow_net allows no host"); got != tc.warn {
-				t.Fatalf("warning logged = %v, want %v\n%s", got, tc.warn, logs.String())
+			for _, w := range []string{"policy.allow_net allows no host", "policy.allow_net is not set"} {
+				if got := logs.Contains(w); got != (w == tc.warn) {
+					t.Fatalf("warning %q logged = %v, want %v\n%s", w, got, w == tc.warn, logs.String())
+				}
 			}
 		})
 	}

@@ -151,10 +151,8 @@ func decidedBy(t *testing.T, e *Engine) (reason, revision string) {
 
 // TestWatchFaults: what operators and Kubernetes do to a policy directory
 // while the server runs. A change that leaves no loadable policy (a broken
-// file, a missing directory) is logged and the last good revision keeps
-// deciding. Deleting every policy file is a valid (empty) policy: every
-// request is denied as policy_undefined, with a warning, which fails closed.
-// Repairing either takes effect without a restart.
+// file, a missing directory, every file deleted) is logged and the last good
+// revision keeps deciding. Repairing it takes effect without a restart.
 func TestWatchFaults(t *testing.T) {
 	type layout struct {
 		dir  string // the directory watched (policy.paths)
@@ -212,7 +210,6 @@ func TestWatchFaults(t *testing.T) {
 			repair: func(t *testing.T, l layout) {
 				testutil.WriteAtomic(t, filepath.Join(l.dir, "policy.rego"), reasonPolicy("v2"))
 			},
-			emptied: true,
 		},
 		{
 			name:   "ConfigMap swap to a broken policy",

@@ -36,11 +36,16 @@ allow if http.send({"method": "GET", "url": input.attributes.request.http.header
 	}{
 		{"listed host", "[127.0.0.1]", "http://127.0.0.1:" + port, true, "", 1},
 		{"unlisted name for the same address", "[127.0.0.1]", "http://localhost:" + port, false, "policy_undefined", 0},
-		{"no allow_net", "[]", "http://127.0.0.1:" + port, false, "policy_undefined", 0},
+		{"no host allowed", "[]", "http://127.0.0.1:" + port, false, "policy_undefined", 0},
+		{"not set: any host, as in OPA-Envoy", "", "http://localhost:" + port, true, "", 1},
 	}
 	for _, tc := range cases {
 		t.Run(tc.name, func(t *testing.T) {
-			g := startGatehouse(t, fmt.Sprintf("policy:\n  paths: [%q]\n  allow_net: %s\n", dir, tc.allowNet), true)
+			cfg := fmt.Sprintf("policy:\n  paths: [%q]\n", dir)
+			if tc.allowNet != "" {
+				cfg += "  allow_net: " + tc.allowNet + "\n"
+			}
+			g := startGatehouse(t, cfg, true)
 			before := hits.Load()
 			d := decide(t, g.client(t), envoyRequest("198.51.100.7", "api.example.com", "/", map[string]string{"x-url": tc.url}))
 			if d.allowed != tc.allowed || d.reason != tc.reason {
@@ -51,6 +56,9 @@ allow if http.send({"method": "GET", "url": input.attributes.request.http.header
 			}
 			if tc.allowNet == "[]" && !strings.Contains(g.logText(), "policy.allow_net allows no host") {
 				t.Fatalf("no warning about the network built-ins in the log:\n%s", g.logText())
+			}
+			if tc.allowNet == "" && !strings.Contains(g.logText(), "policy.allow_net is not set") {
+				t.Fatalf("no warning about unrestricted network built-ins in the log:\n%s", g.logText())
 			}
 		})
 	}

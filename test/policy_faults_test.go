@@ -35,9 +35,8 @@ func (g *gatehouse) readyRevision(t *testing.T) (int, string) {
 
 // TestPolicyFaultsEndToEnd: what operators and Kubernetes do to the policy
 // directory of a running server. A change that leaves nothing loadable keeps
-// the last good revision deciding (and reported by /readyz, still ready);
-// deleting every file is an empty policy, which denies as policy_undefined;
-// the repair takes effect without a restart. (A plain broken edit is
+// the last good revision deciding (and reported by /readyz, still ready),
+// deleting every file included; the repair takes effect without a restart. (A plain broken edit is
 // TestPolicyHotReload.)
 func TestPolicyFaultsEndToEnd(t *testing.T) {
 	const broken = "package envoy.authz\n\nallow := {\n"
@@ -105,7 +104,7 @@ func TestPolicyFaultsEndToEnd(t *testing.T) {
 			name:        "policy file deleted",
 			setup:       nested,
 			fault:       func(t *testing.T, l layout) { mustDo(t, os.Remove(filepath.Join(l.watched, "policy.rego"))) },
-			faultReason: "policy_undefined",
+			faultReason: "v1", lastGood: true,
 			repair: func(t *testing.T, l layout) {
 				writeFile(t, filepath.Join(l.watched, "policy.rego"), versionPolicy("v2"))
 			},

@@ -10,6 +10,7 @@ import (
 	"net/http"
 	"os"
 	"path/filepath"
+	"runtime"
 	"sync/atomic"
 	"time"
 
@@ -179,6 +180,11 @@ func serve(ctx context.Context, cfg *config.Config, opts serveOptions, logger, d
 		grpc.MaxRecvMsgSize(cfg.GRPC.MaxRecvMsgBytes),
 		// Oversized header sets are refused before they are decoded.
 		grpc.ForceServerCodecV2(authz.Codec(p.limits)),
+		// Checks run on long-lived workers whose stacks have already grown
+		// to what a check needs; a goroutine per stream would grow (copy)
+		// its stack on every check. When every worker is busy (a slow
+		// policy), grpc-go starts a goroutine as before.
+		grpc.NumStreamWorkers(uint32(4*runtime.GOMAXPROCS(0))),
 	)
 	authv3.RegisterAuthorizationServer(gs, p.authz)
 	hs := health.NewServer()

@@ -411,7 +411,6 @@ var differences = map[string]*difference{
 
 	"diff-parse-limit":   {untested: "a body over 256 KiB would put megabytes of recordings in testdata; authz TestBuildInput covers the limit"},
 	"diff-protobuf-body": {untested: "OPA-Envoy decodes gRPC bodies only with a protoset file, a setting Gatehouse does not have"},
-	"diff-allow-net":     {untested: "the corpus policies make no network calls; policy TestAllowNet and test TestAllowNetEndToEnd cover policy.allow_net"},
 }
 
 // policyOutcome is the decision side of an input difference: the policy saw
