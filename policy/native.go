@@ -4,7 +4,6 @@ import (
 	"encoding/json"
 	"fmt"
 	"net/netip"
-	"regexp"
 	"strings"
 
 	"github.com/gatehouse-dev/gatehouse/internal/ipset"
@@ -75,7 +74,7 @@ type headerRules struct {
 
 type matchRule struct {
 	name string
-	re   *regexp.Regexp // nil: no regex
+	re   matcher // nil: no regex
 	// Reasons, precomputed: deny uses denied; require uses required/invalid.
 	denied, required, invalid string
 }
@@ -132,7 +131,7 @@ func compileHeaderRules(require, deny []HeaderMatch, allow []HeaderValues) (head
 				invalid:  KindHeaderInvalid + ":" + name,
 			}
 			if m.Regex != "" {
-				re, err := regexp.Compile(m.Regex)
+				re, err := compileMatcher(m.Regex)
 				if err != nil {
 					return hr, fmt.Errorf("header %s: regex: %w", name, err)
 				}

@@ -182,9 +182,10 @@ func serve(ctx context.Context, cfg *config.Config, opts serveOptions, logger, d
 		grpc.ForceServerCodecV2(authz.Codec(p.limits)),
 		// Checks run on long-lived workers whose stacks have already grown
 		// to what a check needs; a goroutine per stream would grow (copy)
-		// its stack on every check. When every worker is busy (a slow
-		// policy), grpc-go starts a goroutine as before.
-		grpc.NumStreamWorkers(uint32(4*runtime.GOMAXPROCS(0))),
+		// its stack on every check. When every worker is busy (more
+		// concurrent checks than workers, a slow policy), grpc-go starts a
+		// goroutine as before.
+		grpc.NumStreamWorkers(uint32(max(64, 4*runtime.GOMAXPROCS(0)))),
 	)
 	authv3.RegisterAuthorizationServer(gs, p.authz)
 	hs := health.NewServer()
