@@ -35,7 +35,7 @@ demo: build
 	./scripts/demo.sh
 
 ## test: everything CI runs.
-test: fmt-check vet proxies unit fuzz test-deploy
+test: fmt-check vet proto-check proxies unit fuzz test-deploy observability-check
 
 ## proxies: the real proxies the forward-auth end-to-end tests drive. Where
 ## they cannot be installed, those tests skip (CI sets GATEHOUSE_REQUIRE_PROXIES=1
@@ -116,3 +116,36 @@ test-k8s:
 	@set -e; bins=$$(GO=$(GO) ./scripts/k8s-binaries.sh); eval "$$bins"; \
 	cd test/deploy && ETCD="$$ETCD" KUBE_APISERVER="$$KUBE_APISERVER" \
 	$(GO) test -tags k8s -count=1 -timeout 20m -run '^TestServerSideDryRun$$' ./...
+
+## proto: regenerate the admin API's Go code with pinned generators (protoc from
+## Debian's protobuf-compiler, protoc-gen-go and protoc-gen-go-grpc in bin/tools).
+PROTOC_GEN_GO_VERSION      := v1.36.12
+PROTOC_GEN_GO_GRPC_VERSION := v1.6.2
+TOOLS := $(CURDIR)/$(BIN)/tools
+SUDO  := $(shell [ "$$(id -u)" = 0 ] || echo sudo)
+PROTOS := $(shell find proto -name '*.proto')
+
+.PHONY: proto proto-tools proto-check observability-check
+
+proto-tools:
+	@command -v protoc >/dev/null 2>&1 || { $(SUDO) apt-get update -qq && $(SUDO) apt-get install -y -qq protobuf-compiler; }
+	@[ -x $(TOOLS)/protoc-gen-go ] && [ "$$(cat $(TOOLS)/.versions 2>/dev/null)" = "$(PROTOC_GEN_GO_VERSION) $(PROTOC_GEN_GO_GRPC_VERSION)" ] || { \
+	  GOBIN=$(TOOLS) $(GO) install google.golang.org/protobuf/cmd/protoc-gen-go@$(PROTOC_GEN_GO_VERSION) && \
+	  GOBIN=$(TOOLS) $(GO) install google.golang.org/grpc/cmd/protoc-gen-go-grpc@$(PROTOC_GEN_GO_GRPC_VERSION) && \
+	  echo "$(PROTOC_GEN_GO_VERSION) $(PROTOC_GEN_GO_GRPC_VERSION)" > $(TOOLS)/.versions; }
+
+proto: proto-tools
+	PATH="$(TOOLS):$$PATH" protoc -I proto \
+	  --go_out=. --go_opt=module=github.com/gatehouse-dev/gatehouse \
+	  --go-grpc_out=. --go-grpc_opt=module=github.com/gatehouse-dev/gatehouse \
+	  $(PROTOS)
+
+## proto-check: the committed generated code is what `make proto` produces.
+proto-check: proto
+	@out=$$(git status --porcelain -- proto); \
+	if [ -n "$$out" ]; then echo "generated code differs from proto/ (run make proto and commit):"; echo "$$out"; git --no-pager diff --stat -- proto; exit 1; fi
+
+## observability-check: the dashboards and alert rules in deploy/observability
+## parse and name only metrics a real /metrics scrape exposes (a test-only module).
+observability-check:
+	cd test/observability && $(GO) test -count=1 ./...

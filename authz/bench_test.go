@@ -8,6 +8,7 @@ import (
 	"testing"
 
 	authv3 "github.com/envoyproxy/go-control-plane/envoy/service/auth/v3"
+	"github.com/prometheus/client_golang/prometheus"
 
 	"github.com/gatehouse-dev/gatehouse/authz/clientip"
 	gjwt "github.com/gatehouse-dev/gatehouse/authz/jwt"
@@ -27,7 +28,13 @@ func benchServer(b testing.TB, cfg *config.Config, paths []string, tokens TokenV
 	if err != nil {
 		b.Fatal(err)
 	}
-	s, err := New(Options{Policy: engine, ClientIP: resolver, Tokens: tokens, ParseBody: true})
+	// With metrics, as in production: the allocation budget and the
+	// benchmarks include recording each decision.
+	metrics, err := NewMetrics(MetricsOptions{Registerer: prometheus.NewRegistry()})
+	if err != nil {
+		b.Fatal(err)
+	}
+	s, err := New(Options{Policy: engine, ClientIP: resolver, Tokens: tokens, ParseBody: true, Metrics: metrics})
 	if err != nil {
 		b.Fatal(err)
 	}

@@ -40,6 +40,16 @@ func (r *recorder) Decide(ctx context.Context, f *policy.Facts, in policy.InputB
 	return d, err
 }
 
+// Explain records like Decide, so a test can hold Explain's decision
+// against Check's.
+func (r *recorder) Explain(ctx context.Context, f *policy.Facts, in policy.InputBuilder) (policy.Decision, []policy.Step, error) {
+	d, steps, err := r.e.Explain(ctx, f, in)
+	r.mu.Lock()
+	r.last = d
+	r.mu.Unlock()
+	return d, steps, err
+}
+
 type pair struct {
 	native, rego       *Server
 	nativeRec, regoRec *recorder
@@ -196,8 +206,28 @@ func TestNativeMatchesRegoTable(t *testing.T) {
 			}
 			p := newPair(t, rules, c.ip, fixedTokens{c.tok}, shim)
 			req := diffRequest(c.peer, c.path, c.host, c.headers)
-			if d := p.compare(t, req); d.Reason != c.want {
+			d := p.compare(t, req)
+			if d.Reason != c.want {
 				t.Errorf("reason = %q, want %q", d.Reason, c.want)
+			}
+			// Explain (native: the step-recording mirror of decide; Rego:
+			// traced) must reach exactly the decision Check did.
+			for name, s := range map[string]struct {
+				srv *Server
+				rec *recorder
+			}{"native": {p.native, p.nativeRec}, "rego": {p.rego, p.regoRec}} {
+				x, err := s.srv.Explain(context.Background(), req)
+				if err != nil {
+					t.Fatal(err)
+				}
+				got := s.rec.last
+				got.Revision = ""
+				if !reflect.DeepEqual(got, d) {
+					t.Errorf("%s: Explain decided %+v, Check decided %+v", name, got, d)
+				}
+				if x.Reason != c.want || len(x.Steps) == 0 {
+					t.Errorf("%s: explanation reason %q (want %q), %d steps", name, x.Reason, c.want, len(x.Steps))
+				}
 			}
 		})
 	}

@@ -123,6 +123,11 @@ type Options struct {
 	DecisionLog *slog.Logger
 	// Logger receives operational messages; nil discards them.
 	Logger *slog.Logger
+	// Metrics records every decision (authz/metrics.go); nil disables them.
+	Metrics *Metrics
+	// Shadow receives a sample of decisions to evaluate with a candidate
+	// policy off the request path (authz/shadow.go); nil disables it.
+	Shadow *Shadow
 }
 
 // Server implements Envoy's Authorization service.
@@ -177,6 +182,10 @@ type outcome struct {
 	req      *request
 	// dryRunDenied: the decision was a denial that dry run turned into an allow.
 	dryRunDenied bool
+	// Stage timing, on the checks Metrics samples (authz/metrics.go).
+	timing bool
+	lapAt  time.Time
+	laps   [numStages]time.Duration
 }
 
 // Check answers one CheckRequest. It never returns a gRPC error for a request
@@ -185,6 +194,7 @@ type outcome struct {
 func (s *Server) Check(ctx context.Context, req *authv3.CheckRequest) (resp *authv3.CheckResponse, err error) {
 	start := time.Now()
 	out := outcome{id: newDecisionID()}
+	s.opts.Metrics.begin(&out, start)
 	defer func() {
 		// Last line of defence: a bug must not crash the server or let the
 		// request through. Deny, and say why in the log.
@@ -194,7 +204,10 @@ func (s *Server) Check(ctx context.Context, req *authv3.CheckRequest) (resp *aut
 			resp, err = s.deny(s.opts.FailStatus, ReasonInternal), nil
 		}
 		s.stamp(resp, out.id)
-		s.logDecision(&out, resp, time.Since(start))
+		took := time.Since(start)
+		s.logDecision(&out, resp, took)
+		s.opts.Metrics.observe(&out, responseStatus(resp), resp.GetStatus().GetCode() == 0, took)
+		s.opts.Shadow.offer(&out)
 	}()
 	resp = s.decide(ctx, req, &out)
 	if s.opts.DryRun && resp.GetStatus().GetCode() != 0 {
@@ -217,10 +230,13 @@ func (s *Server) decide(ctx context.Context, req *authv3.CheckRequest, out *outc
 	r.maxParseBody, r.maxJSONDepth = s.opts.MaxParseBodyBytes, s.opts.Limits.MaxJSONDepth
 	out.req = r
 	out.ip = s.opts.ClientIP.Resolve(r.peer, r.headers)
+	out.lap(stageClientIP)
 	if s.opts.Tokens != nil {
 		out.token = s.opts.Tokens.Verify(ctx, jwt.Request{Headers: r.headers, Query: r.query, RawQuery: r.rawQuery})
+		out.lap(stageToken)
 	}
 	dec, err := s.opts.Policy.Decide(ctx, r.buildFacts(out.ip, out.token), r)
+	out.lap(stagePolicy)
 	out.decision.Revision = dec.Revision // the revision that evaluated, even on failure
 	if err != nil {
 		var ee *policy.EvalError
@@ -279,10 +295,7 @@ func (s *Server) logDecision(out *outcome, resp *authv3.CheckResponse, took time
 		return
 	}
 	allowed := resp.GetStatus().GetCode() == 0
-	status := 200
-	if d := resp.GetDeniedResponse(); d != nil {
-		status = int(d.GetStatus().GetCode())
-	}
+	status := responseStatus(resp)
 	attrs := make([]slog.Attr, 0, 20)
 	attrs = append(attrs,
 		slog.String("decision_id", out.id),
@@ -325,6 +338,15 @@ func (s *Server) logDecision(out *outcome, resp *authv3.CheckResponse, took time
 		}
 	}
 	l.LogAttrs(context.Background(), slog.LevelInfo, "decision", attrs...)
+}
+
+// responseStatus is the HTTP status a CheckResponse answers: 200 for an
+// allow, the denied response's status otherwise.
+func responseStatus(resp *authv3.CheckResponse) int {
+	if d := resp.GetDeniedResponse(); d != nil {
+		return int(d.GetStatus().GetCode())
+	}
+	return 200
 }
 
 func addrString(r clientip.Result) string {

@@ -23,6 +23,19 @@ type Config struct {
 	Limits   Limits      `yaml:"limits"`
 	// ForwardAuth configures the HTTP forward-auth listener (listen.forward_auth).
 	ForwardAuth ForwardAuth `yaml:"forward_auth"`
+	Ops         Ops         `yaml:"ops"`
+}
+
+// Ops configures what the operations listener serves beside probes and
+// /metrics.
+type Ops struct {
+	// PProf serves net/http/pprof under /debug/pprof/ on the ops listener.
+	// Default false: profiles reveal internals and cost CPU when taken.
+	PProf bool `yaml:"pprof"`
+	// MaxReasonLabels bounds the distinct reasons, beyond Gatehouse's own,
+	// that get their own value of gatehouse_decisions_total's reason label;
+	// later ones count as "other". Default 64.
+	MaxReasonLabels int `yaml:"max_reason_labels"`
 }
 
 // Limits bound what one request can make Gatehouse do; 0 means the default
@@ -47,6 +60,9 @@ type Listen struct {
 	// ForwardAuth is the HTTP forward-auth listener for Traefik, NGINX, Caddy
 	// and Envoy's HTTP ext_authz. Empty (the default) means off.
 	ForwardAuth string `yaml:"forward_auth"`
+	// Admin is the admin gRPC listener (gatehouse.admin.v1: Explain,
+	// Status). Default 127.0.0.1:9192: loopback, as it explains decisions.
+	Admin string `yaml:"admin"`
 }
 
 // GRPC tunes the gRPC server.
@@ -89,6 +105,23 @@ type Policy struct {
 	// default): any host, as in OPA and OPA-Envoy, with a warning when a
 	// policy calls one; [] allows none; ["*"] allows any host.
 	AllowNet []string `yaml:"allow_net"`
+	// Shadow is a candidate policy evaluated beside the active one.
+	Shadow Shadow `yaml:"shadow"`
+}
+
+// Shadow names a candidate policy evaluated on a sample of live checks off
+// the request path; disagreements with the active policy are counted and
+// logged, decisions never change.
+type Shadow struct {
+	// Paths are the candidate's .rego and data files; empty: no shadow.
+	Paths []string `yaml:"paths"`
+	// Decision is the candidate's rule path; empty: policy.decision.
+	Decision string `yaml:"decision"`
+	// Sample is the fraction of checks evaluated, in (0, 1]. Default 1.
+	Sample *float64 `yaml:"sample"`
+	// QueueSize bounds the checks waiting for the candidate; when full,
+	// checks are not shadowed (counted). Default 1024.
+	QueueSize int `yaml:"queue_size"`
 }
 
 // JWT configures token verification.

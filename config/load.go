@@ -27,6 +27,7 @@ const (
 	DefaultMaxRecvMsgBytes = 4 << 20
 	DefaultHTTPMaxConns    = 64
 	DefaultShutdownGrace   = 15 * time.Second
+	DefaultAdminAddr       = "127.0.0.1:9192"
 )
 
 // Default returns the configuration used when no file is given.
@@ -69,6 +70,12 @@ func (c *Config) applyDefaults() {
 	}
 	if c.Log.Decisions == nil {
 		c.Log.Decisions = ptr(true)
+	}
+	if c.Listen.Admin == "" {
+		c.Listen.Admin = DefaultAdminAddr
+	}
+	if c.Policy.Shadow.Sample == nil {
+		c.Policy.Shadow.Sample = ptr(1.0)
 	}
 }
 
@@ -237,6 +244,9 @@ func (c *Config) resolvePaths(baseDir string) {
 	for i, p := range c.Policy.Paths {
 		c.Policy.Paths[i] = abs(p)
 	}
+	for i, p := range c.Policy.Shadow.Paths {
+		c.Policy.Shadow.Paths[i] = abs(p)
+	}
 	for i := range c.JWT.Providers {
 		c.JWT.Providers[i].JWKSFile = abs(c.JWT.Providers[i].JWKSFile)
 		c.JWT.Providers[i].CAFile = abs(c.JWT.Providers[i].CAFile)
@@ -358,6 +368,9 @@ func (c *Config) Validate() error {
 			return err
 		}
 	}
+	if err := c.validateObservability(); err != nil {
+		return err
+	}
 	switch c.Log.Level {
 	case "debug", "info", "warn", "error":
 	default:
@@ -449,5 +462,31 @@ func (d *Duration) UnmarshalYAML(n *yaml.Node) error {
 		return fmt.Errorf("line %d: %q is not a duration; write it like 30s, 10m or 1h", n.Line, n.Value)
 	}
 	*d = Duration(v)
+	return nil
+}
+
+// validateObservability checks listen.admin, ops and policy.shadow.
+func (c *Config) validateObservability() error {
+	if err := validateAddr("listen.admin", c.Listen.Admin); err != nil {
+		return err
+	}
+	if c.Ops.MaxReasonLabels < 0 {
+		return fmt.Errorf("ops.max_reason_labels: must not be negative (0 means the default, 64)")
+	}
+	sh := c.Policy.Shadow
+	for i, p := range sh.Paths {
+		if _, err := os.Stat(p); err != nil {
+			return fmt.Errorf("policy.shadow.paths[%d]: %q does not exist; create it or remove it from policy.shadow.paths (an empty list runs no shadow policy)", i, p)
+		}
+	}
+	if sh.Decision != "" && !validDecision(sh.Decision) {
+		return fmt.Errorf("policy.shadow.decision: %q is not a rule path; use a path like envoy/authz/allow", sh.Decision)
+	}
+	if s := sh.Sample; s != nil && !(*s > 0 && *s <= 1) {
+		return fmt.Errorf("policy.shadow.sample: %v is not a fraction; use a number in (0, 1], such as 0.1 for one check in ten (default 1)", *s)
+	}
+	if sh.QueueSize < 0 {
+		return fmt.Errorf("policy.shadow.queue_size: must not be negative (0 means the default, 1024)")
+	}
 	return nil
 }

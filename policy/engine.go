@@ -98,6 +98,8 @@ type Engine struct {
 
 	reloadMu sync.Mutex // serializes builds; Eval does not take it
 	current  atomic.Pointer[revision]
+	// stats are the reload and evaluation counters (policy/metrics.go).
+	stats engineStats
 }
 
 // revision is one compiled, prepared policy. It is immutable once built.
@@ -113,6 +115,8 @@ type revision struct {
 	need *Need
 	// userModules counts the modules read from policy.paths.
 	userModules int
+	// loadedAt is when this revision was built.
+	loadedAt time.Time
 }
 
 // New loads, compiles and prepares the first revision. A policy that does not
@@ -185,12 +189,15 @@ func (e *Engine) Reload(ctx context.Context) error {
 	rev, changed, err := e.build(ctx, old.hash)
 	if err != nil {
 		e.logger.Error("policy reload failed, keeping revision "+old.hash, "revision", old.hash, "error", err)
+		e.stats.reloadFailed(err)
 		return fmt.Errorf("policy reload: %w", err)
 	}
 	if !changed {
 		e.logger.Debug("policy unchanged", "revision", old.hash)
+		e.stats.reloads[reloadUnchanged].Add(1)
 		return nil
 	}
+	e.stats.reloadSucceeded()
 	e.current.Store(rev)
 	e.logger.Info("policy reloaded", "old_revision", old.hash, "revision", rev.hash)
 	return nil
@@ -270,7 +277,7 @@ func (e *Engine) build(ctx context.Context, current string) (rev *revision, chan
 	if err != nil {
 		return nil, false, fmt.Errorf("prepare %s: %w", e.decision, withLocations(err))
 	}
-	rev = &revision{hash: hash, query: pq, cidrs: cidrs, need: inputNeed(compiler, len(e.paths) > 0), userModules: src.user}
+	rev = &revision{hash: hash, query: pq, cidrs: cidrs, need: inputNeed(compiler, len(e.paths) > 0), userModules: src.user, loadedAt: time.Now()}
 	if e.rules != nil {
 		if rev.rules, err = compileNative(*e.rules); err != nil {
 			return nil, false, err
@@ -341,6 +348,16 @@ func (e *Engine) Eval(ctx context.Context, input ast.Value) (Decision, error) {
 }
 
 func (e *Engine) eval(ctx context.Context, rev *revision, input ast.Value) (Decision, error) {
+	d, err := e.evalOpts(ctx, rev, input)
+	if err != nil {
+		e.stats.evalFailed(err)
+	}
+	return d, err
+}
+
+// evalOpts evaluates rev's query for input; extra options (a tracer) are
+// passed to OPA.
+func (e *Engine) evalOpts(ctx context.Context, rev *revision, input ast.Value, extra ...rego.EvalOption) (Decision, error) {
 	if err := ctx.Err(); err != nil {
 		return Decision{Revision: rev.hash}, &EvalError{Reason: ctxReason(err), Err: err}
 	}
@@ -353,7 +370,13 @@ func (e *Engine) eval(ctx context.Context, rev *revision, input ast.Value) (Deci
 	// evaluation when no external cancel is given.
 	cancel := topdown.NewCancel()
 	stop := context.AfterFunc(ctx, cancel.Cancel)
-	rs, err := rev.query.Eval(ctx, rego.EvalParsedInput(input), rego.EvalExternalCancel(cancel))
+	var rs rego.ResultSet
+	var err error
+	if len(extra) == 0 {
+		rs, err = rev.query.Eval(ctx, rego.EvalParsedInput(input), rego.EvalExternalCancel(cancel))
+	} else {
+		rs, err = rev.query.Eval(ctx, append([]rego.EvalOption{rego.EvalParsedInput(input), rego.EvalExternalCancel(cancel)}, extra...)...)
+	}
 	stop()
 	if err != nil {
 		reason := ReasonError

@@ -1,7 +1,7 @@
 // Command gatehouse is the Gatehouse ext_authz server: Envoy's
 // Authorization/Check over gRPC, decided by Rego policies.
 //
-//	gatehouse [--config gatehouse.yaml] [--grpc-addr :9191] [--http-addr :8181] [--address-file PATH]
+//	gatehouse [--config gatehouse.yaml] [--grpc-addr :9191] [--http-addr :8181] [--admin-addr 127.0.0.1:9192] [--address-file PATH]
 //
 // With no --config it runs on the embedded defaults. With --address-file it
 // writes the bound listener addresses as a JSON object once it listens
@@ -40,10 +40,11 @@ func run(args []string, stderr io.Writer) int {
 	configPath := fs.String("config", "", "configuration file (YAML); empty runs on the embedded defaults")
 	grpcAddr := fs.String("grpc-addr", "", "ext_authz gRPC listen address, overrides listen.grpc (default \":9191\")")
 	httpAddr := fs.String("http-addr", "", "operations HTTP listen address, overrides listen.http (default \":8181\")")
+	adminAddr := fs.String("admin-addr", "", "admin gRPC listen address, overrides listen.admin (default \"127.0.0.1:9192\")")
 	addressFile := fs.String("address-file", "", "write the bound listener addresses as JSON to this file once listening (replaced atomically)")
 	showVersion := fs.Bool("version", false, "print the version and exit")
 	fs.Usage = func() {
-		fmt.Fprintf(stderr, "Usage: gatehouse [--config FILE] [--grpc-addr ADDR] [--http-addr ADDR] [--address-file PATH]\n\n")
+		fmt.Fprintf(stderr, "Usage: gatehouse [--config FILE] [--grpc-addr ADDR] [--http-addr ADDR] [--admin-addr ADDR] [--address-file PATH]\n\n")
 		fs.PrintDefaults()
 	}
 	if err := fs.Parse(args); err != nil {
@@ -69,6 +70,9 @@ func run(args []string, stderr io.Writer) int {
 	}
 	if *httpAddr != "" {
 		cfg.Listen.HTTP = *httpAddr
+	}
+	if *adminAddr != "" {
+		cfg.Listen.Admin = *adminAddr
 	}
 	if err := cfg.Validate(); err != nil {
 		fmt.Fprintf(stderr, "gatehouse: flags: %v\n", err)

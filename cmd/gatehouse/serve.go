@@ -53,6 +53,8 @@ type parts struct {
 	// draining is set on SIGTERM, before in-flight checks finish: /readyz
 	// answers 503 from then on, as gRPC health answers NOT_SERVING.
 	draining atomic.Bool
+	// telemetry: metrics registry, shadow policy (cmd/gatehouse/metrics.go).
+	*telemetry
 }
 
 func build(ctx context.Context, cfg *config.Config, file string, logger, decisions *slog.Logger) (*parts, error) {
@@ -108,12 +110,18 @@ func build(ctx context.Context, cfg *config.Config, file string, logger, decisio
 	if *cfg.Log.Decisions {
 		opts.DecisionLog = decisions
 	}
+	tel, err := newTelemetry(ctx, cfg, file, logger, engine, tokens)
+	if err != nil {
+		tokens.Close()
+		return nil, err
+	}
+	opts.Metrics, opts.Shadow = tel.authz, tel.shadow
 	server, err := authz.New(opts)
 	if err != nil {
 		tokens.Close()
 		return nil, err
 	}
-	return &parts{policy: engine, tokens: tokens, authz: server, limits: limits}, nil
+	return &parts{policy: engine, tokens: tokens, authz: server, limits: limits, telemetry: tel}, nil
 }
 
 func (p *parts) ready() bool {
@@ -176,6 +184,14 @@ func serve(ctx context.Context, cfg *config.Config, opts serveOptions, logger, d
 		return &configError{file, fmt.Errorf("listen.http: %w", err)}
 	}
 
+	adminLis, err := net.Listen("tcp", cfg.Listen.Admin)
+	if err != nil {
+		grpcLis.Close()
+		httpLis.Close()
+		return &configError{file, fmt.Errorf("listen.admin: %w", err)}
+	}
+	admin := newAdminGRPC(p)
+
 	gs := grpc.NewServer(
 		grpc.MaxRecvMsgSize(cfg.GRPC.MaxRecvMsgBytes),
 		// Oversized header sets are refused before they are decoded.
@@ -186,6 +202,8 @@ func serve(ctx context.Context, cfg *config.Config, opts serveOptions, logger, d
 		// concurrent checks than workers, a slow policy), grpc-go starts a
 		// goroutine as before.
 		grpc.NumStreamWorkers(uint32(max(64, 4*runtime.GOMAXPROCS(0)))),
+		grpc.ChainUnaryInterceptor(p.grpc.UnaryInterceptor()),
+		grpc.ChainStreamInterceptor(p.grpc.StreamInterceptor()),
 	)
 	authv3.RegisterAuthorizationServer(gs, p.authz)
 	hs := health.NewServer()
@@ -193,12 +211,13 @@ func serve(ctx context.Context, cfg *config.Config, opts serveOptions, logger, d
 	hs.SetServingStatus(authv3.Authorization_ServiceDesc.ServiceName, healthpb.HealthCheckResponse_NOT_SERVING)
 	healthpb.RegisterHealthServer(gs, hs)
 	reflection.Register(gs)
+	p.grpc.Init(gs)
 
 	// The ops listener serves probes and scrapes: small requests, quick
 	// answers. Timeouts and a connection cap keep idle or slow clients from
 	// holding the descriptors that checks need (reliability finding 8).
 	hsrv := &http.Server{
-		Handler:           opsHandler(p),
+		Handler:           opsHandler(p, cfg),
 		ReadHeaderTimeout: 5 * time.Second,
 		ReadTimeout:       10 * time.Second,
 		WriteTimeout:      30 * time.Second,
@@ -210,19 +229,22 @@ func serve(ctx context.Context, cfg *config.Config, opts serveOptions, logger, d
 	if err != nil {
 		grpcLis.Close()
 		httpLis.Close()
+		adminLis.Close()
 		return &configError{file, err}
 	}
 
 	ctx, cancel := context.WithCancel(ctx)
 	defer cancel()
-	errc := make(chan error, 3)
+	errc := make(chan error, 4)
 	go func() { errc <- gs.Serve(grpcLis) }()
+	go func() { errc <- admin.Serve(adminLis) }()
+	p.telemetry.run(ctx, cfg, logger)
 	go func() {
 		if err := hsrv.Serve(httpLis); !errors.Is(err, http.ErrServerClosed) {
 			errc <- err
 		}
 	}()
-	listening := []any{"grpc", grpcLis.Addr().String(), "http", httpLis.Addr().String()}
+	listening := []any{"grpc", grpcLis.Addr().String(), "http", httpLis.Addr().String(), "admin", adminLis.Addr().String()}
 	if fa != nil {
 		go func() {
 			if err := fa.Serve(faLis); !errors.Is(err, http.ErrServerClosed) {
@@ -245,6 +267,7 @@ func serve(ctx context.Context, cfg *config.Config, opts serveOptions, logger, d
 	abort := func(err error) error {
 		cancel()
 		gs.Stop()
+		admin.Stop()
 		hsrv.Close()
 		if fa != nil {
 			fa.Close()
@@ -252,7 +275,7 @@ func serve(ctx context.Context, cfg *config.Config, opts serveOptions, logger, d
 		return err
 	}
 	if opts.addressFile != "" {
-		addrs := map[string]string{"grpc": grpcLis.Addr().String(), "http": httpLis.Addr().String()}
+		addrs := map[string]string{"grpc": grpcLis.Addr().String(), "http": httpLis.Addr().String(), "admin": adminLis.Addr().String()}
 		if fa != nil {
 			addrs["forward_auth"] = faLis.Addr().String()
 		}
@@ -285,6 +308,7 @@ func serve(ctx context.Context, cfg *config.Config, opts serveOptions, logger, d
 			fa.Close()
 		}
 	}()
+	admin.Stop()  // admin calls are operators' questions, not traffic to drain
 	done := make(chan struct{})
 	go func() { gs.GracefulStop(); close(done) }()
 	select {
@@ -361,9 +385,10 @@ func watchReadiness(ctx context.Context, p *parts, hs *health.Server, logger *sl
 }
 
 // opsHandler serves /healthz (the process is alive) and /readyz (policies
-// loaded and JWKS fetched). /metrics joins them with the observability work.
-func opsHandler(p *parts) http.Handler {
+// loaded and JWKS fetched), /metrics and, with ops.pprof, /debug/pprof/.
+func opsHandler(p *parts, cfg *config.Config) http.Handler {
 	mux := http.NewServeMux()
+	p.telemetry.opsRoutes(mux, cfg)
 	mux.HandleFunc("GET /healthz", func(w http.ResponseWriter, _ *http.Request) {
 		w.Header().Set("Content-Type", "text/plain")
 		fmt.Fprintln(w, "ok")
