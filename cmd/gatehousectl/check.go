@@ -84,13 +84,20 @@ var requestShapingFlags = []string{
 }
 
 func parseCheckFlags(args []string, stdin io.Reader) (checkOptions, error) {
+	return parseRequestFlags("check", checkUsage, "127.0.0.1:9191", args, stdin)
+}
+
+// parseRequestFlags parses the flags that build a CheckRequest, shared by
+// check and explain (cmd names the command in errors; defaultAddr is the
+// server --addr defaults to).
+func parseRequestFlags(cmd, usage, defaultAddr string, args []string, stdin io.Reader) (checkOptions, error) {
 	var o checkOptions
 	var plaintext bool
 	var bodyFile string
 	var headers, exts stringList
-	fs := newFlagSet("check")
-	fs.StringVar(&o.conn.addr, "addr", "127.0.0.1:9191", "ext_authz gRPC server `host:port`")
-	fs.DurationVar(&o.conn.timeout, "timeout", 5*time.Second, "deadline of the Check call")
+	fs := newFlagSet(cmd)
+	fs.StringVar(&o.conn.addr, "addr", defaultAddr, "gRPC server `host:port`")
+	fs.DurationVar(&o.conn.timeout, "timeout", 5*time.Second, "deadline of the call")
 	fs.BoolVar(&plaintext, "insecure", false, "plaintext gRPC, no TLS (the default; conflicts with --tls)")
 	fs.BoolVar(&o.conn.tls, "tls", false, "use TLS, verifying the server with the system roots or --ca-file")
 	fs.StringVar(&o.conn.caFile, "ca-file", "", "PEM CA bundle to verify the server (implies --tls)")
@@ -111,12 +118,12 @@ func parseCheckFlags(args []string, stdin io.Reader) (checkOptions, error) {
 	fs.BoolVar(&o.printRequest, "print-request", false, "also print the CheckRequest as protojson on stderr before sending")
 	fs.BoolVar(&o.dryRun, "dry-run", false, "print the CheckRequest as protojson on stdout and exit without sending")
 
-	pos, err := parseFlags(fs, "check", checkUsage, args)
+	pos, err := parseFlags(fs, cmd, usage, args)
 	if err != nil {
 		return o, err
 	}
 	if len(pos) > 0 {
-		return o, usageErrorf("check", "unexpected argument %q", pos[0])
+		return o, usageErrorf(cmd, "unexpected argument %q", pos[0])
 	}
 	set := flagsSet(fs)
 	o.spec.headers, o.spec.contextExtensions = headers, exts
@@ -125,13 +132,13 @@ func parseCheckFlags(args []string, stdin io.Reader) (checkOptions, error) {
 		o.conn.tls = true
 	}
 	if plaintext && o.conn.tls {
-		return o, usageErrorf("check", "--insecure (plaintext) conflicts with --tls/--ca-file")
+		return o, usageErrorf(cmd, "--insecure (plaintext) conflicts with --tls/--ca-file")
 	}
 	if o.conn.timeout <= 0 {
-		return o, usageErrorf("check", "--timeout must be positive")
+		return o, usageErrorf(cmd, "--timeout must be positive")
 	}
 	if set["body"] && set["body-file"] {
-		return o, usageErrorf("check", "use --body or --body-file, not both")
+		return o, usageErrorf(cmd, "use --body or --body-file, not both")
 	}
 	if bodyFile != "" {
 		b, err := readFileOrStdin(bodyFile, stdin)
@@ -143,7 +150,7 @@ func parseCheckFlags(args []string, stdin io.Reader) (checkOptions, error) {
 	if o.requestFile != "" {
 		for _, name := range requestShapingFlags {
 			if set[name] {
-				return o, usageErrorf("check", "--%s cannot be combined with --request (the file is the whole request)", name)
+				return o, usageErrorf(cmd, "--%s cannot be combined with --request (the file is the whole request)", name)
 			}
 		}
 	}
@@ -406,6 +413,22 @@ func readFileOrStdin(path string, stdin io.Reader) ([]byte, error) {
 // the configured timeout. Any gRPC error (unreachable server, deadline, a
 // server answering an error instead of a CheckResponse) is returned as is.
 func sendCheck(ctx context.Context, c connOptions, req *authv3.CheckRequest) (*authv3.CheckResponse, error) {
+	conn, err := dial(c)
+	if err != nil {
+		return nil, err
+	}
+	defer conn.Close()
+	ctx, cancel := context.WithTimeout(ctx, c.timeout)
+	defer cancel()
+	resp, err := authv3.NewAuthorizationClient(conn).Check(ctx, req)
+	if err != nil {
+		return nil, fmt.Errorf("check %s: %w", c.addr, err)
+	}
+	return resp, nil
+}
+
+// dial returns a client connection to c.addr, with TLS when c says so.
+func dial(c connOptions) (*grpc.ClientConn, error) {
 	creds := insecure.NewCredentials()
 	if c.tls {
 		cfg := &tls.Config{MinVersion: tls.VersionTLS12}
@@ -426,12 +449,5 @@ func sendCheck(ctx context.Context, c connOptions, req *authv3.CheckRequest) (*a
 	if err != nil {
 		return nil, fmt.Errorf("connect %s: %w", c.addr, err)
 	}
-	defer conn.Close()
-	ctx, cancel := context.WithTimeout(ctx, c.timeout)
-	defer cancel()
-	resp, err := authv3.NewAuthorizationClient(conn).Check(ctx, req)
-	if err != nil {
-		return nil, fmt.Errorf("check %s: %w", c.addr, err)
-	}
-	return resp, nil
+	return conn, nil
 }

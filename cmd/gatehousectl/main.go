@@ -75,6 +75,8 @@ Usage:
 
 Commands:
   check           send an ext_authz CheckRequest built from flags (or a JSON file) and print the decision
+  explain         ask a running Gatehouse (admin listener) why a request would be allowed or denied
+  status          show a running Gatehouse's policy revision, JWKS state and caches
   jwks generate   generate a signing key pair: private JWK + public JWKS
   jwks serve      serve a JWKS file over HTTP on loopback (re-read on every request)
   token           mint a signed test JWT from a private JWK
@@ -101,6 +103,10 @@ func (a *app) dispatch(ctx context.Context, args []string) error {
 		return nil
 	case "check":
 		return a.check(ctx, rest)
+	case "explain":
+		return a.explain(ctx, rest)
+	case "status":
+		return a.status(ctx, rest)
 	case "jwks":
 		return a.jwks(ctx, rest)
 	case "token":
