@@ -65,6 +65,8 @@ func (e *Engine) Explain(ctx context.Context, facts *Facts, input InputBuilder) 
 
 // traceSteps summarises an OPA trace as the rules that were evaluated, in
 // first-evaluation order, each "fired" when its body succeeded at least once.
+// A rule OPA's rule index ruled out for this input is not evaluated, so it
+// does not appear.
 func traceSteps(events []*topdown.Event) []Step {
 	type seen struct {
 		idx   int
@@ -78,6 +80,9 @@ func traceSteps(events []*topdown.Event) []Step {
 			continue
 		}
 		name := rule.Head.Ref().String()
+		if rule.Module != nil {
+			name = rule.Path().String()
+		}
 		if rule.Default {
 			name = "default " + name
 		}

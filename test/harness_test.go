@@ -59,6 +59,9 @@ type gatehouse struct {
 	log      testutil.LockedBuffer
 	exited   chan struct{}
 	exitErr  error // set before exited is closed
+
+	// adminAddr is the admin gRPC listener (listen.admin).
+	adminAddr string
 }
 
 // logText returns everything the server has logged so far.
@@ -72,7 +75,7 @@ func startGatehouse(t *testing.T, configYAML string, waitReady bool, extraArgs .
 	t.Helper()
 	dir := t.TempDir()
 	addrFile := filepath.Join(dir, "addresses.json")
-	args := []string{"--grpc-addr", "127.0.0.1:0", "--http-addr", "127.0.0.1:0", "--address-file", addrFile}
+	args := []string{"--grpc-addr", "127.0.0.1:0", "--http-addr", "127.0.0.1:0", "--address-file", addrFile, "--admin-addr", "127.0.0.1:0"}
 	if configYAML != "" {
 		p := filepath.Join(dir, "gatehouse.yaml")
 		if err := os.WriteFile(p, []byte(configYAML), 0o644); err != nil {
@@ -112,6 +115,7 @@ func startGatehouse(t *testing.T, configYAML string, waitReady bool, extraArgs .
 		}
 	}
 	g.grpcAddr, g.httpAddr, g.faAddr = addrs["grpc"], addrs["http"], addrs["forward_auth"]
+	g.adminAddr = addrs["admin"]
 	if g.grpcAddr == "" || g.httpAddr == "" {
 		t.Fatalf("address file lacks grpc or http: %v", addrs)
 	}
