@@ -19,6 +19,11 @@ import (
 // benchServer builds a Server on the real policy engine. With paths empty it
 // runs the embedded default policy over cfg's data.
 func benchServer(b testing.TB, cfg *config.Config, paths []string, tokens TokenVerifier) *Server {
+	return benchServerMetrics(b, cfg, paths, tokens, true)
+}
+
+// benchServerMetrics is benchServer with metrics on or off.
+func benchServerMetrics(b testing.TB, cfg *config.Config, paths []string, tokens TokenVerifier, withMetrics bool) *Server {
 	b.Helper()
 	engine, err := policy.New(context.Background(), policy.Options{Paths: paths, Rules: ptrTo(cfg.Rules())})
 	if err != nil {
@@ -30,9 +35,11 @@ func benchServer(b testing.TB, cfg *config.Config, paths []string, tokens TokenV
 	}
 	// With metrics, as in production: the allocation budget and the
 	// benchmarks include recording each decision.
-	metrics, err := NewMetrics(MetricsOptions{Registerer: prometheus.NewRegistry()})
-	if err != nil {
-		b.Fatal(err)
+	var metrics *Metrics
+	if withMetrics {
+		if metrics, err = NewMetrics(MetricsOptions{Registerer: prometheus.NewRegistry()}); err != nil {
+			b.Fatal(err)
+		}
 	}
 	s, err := New(Options{Policy: engine, ClientIP: resolver, Tokens: tokens, ParseBody: true, Metrics: metrics})
 	if err != nil {
@@ -100,6 +107,32 @@ func BenchmarkCheck(b *testing.B) {
 				}
 			}
 		})
+	}
+}
+
+// BenchmarkMetricsOverhead compares the native hot path with metrics off and
+// on, in the same run (ratios, not absolute times, are what to compare).
+func BenchmarkMetricsOverhead(b *testing.B) {
+	req := checkReq("GET", "/orders/42", map[string]string{"user-agent": "curl/8.5", "x-tenant-id": "acme"}, "")
+	trustedReq := checkReq("GET", "/orders/42", map[string]string{"user-agent": "scanner/1.0"}, "")
+	trustedReq.Attributes.Source.Address.GetSocketAddress().Address = "10.1.2.3"
+	valid := fixedTokens{&gjwt.Result{Valid: true, Provider: "corp", Headers: []gjwt.Header{{Key: "x-jwt-sub", Value: "alice"}}}}
+	cfg := withBypass(cidrs(10), config.HeaderRules{Require: []config.HeaderMatch{{Name: "x-tenant-id"}}})
+	for _, tc := range []struct {
+		name   string
+		tokens TokenVerifier
+		req    *authv3.CheckRequest
+	}{{"trusted_ip", nil, trustedReq}, {"valid_token", valid, req}, {"no_token", nil, req}} {
+		for _, on := range []bool{false, true} {
+			b.Run(fmt.Sprintf("%s/metrics=%v", tc.name, on), func(b *testing.B) {
+				s := benchServerMetrics(b, cfg, nil, tc.tokens, on)
+				ctx := context.Background()
+				b.ReportAllocs()
+				for b.Loop() {
+					_, _ = s.Check(ctx, tc.req)
+				}
+			})
+		}
 	}
 }
 
