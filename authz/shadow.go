@@ -10,6 +10,8 @@ import (
 	"github.com/gatehouse-dev/gatehouse/policy"
 )
 
+var outcomes = [...]string{OutcomeAllowed, OutcomeDenied, OutcomeError}
+
 // DefaultShadowQueue bounds the checks waiting for the shadow policy.
 const DefaultShadowQueue = 1024
 
@@ -68,6 +70,17 @@ func NewShadow(opts ShadowOptions) (*Shadow, error) {
 	}
 	if opts.Logger == nil {
 		opts.Logger = slog.New(slog.DiscardHandler)
+	}
+	if m := opts.Metrics; m != nil {
+		// Every disagreement series exists from the start (at 0), so that
+		// alerts and dashboards see a rate, not an absent series.
+		for _, a := range outcomes {
+			for _, s := range outcomes {
+				if a != s {
+					m.shadowDisagree.WithLabelValues(a, s)
+				}
+			}
+		}
 	}
 	return &Shadow{opts: opts, queue: make(chan shadowJob, opts.QueueSize)}, nil
 }

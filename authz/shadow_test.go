@@ -98,11 +98,21 @@ func TestShadowCountsExactDisagreements(t *testing.T) {
 	if len(wantIDs) != 3 {
 		t.Fatalf("the table should have 3 disagreeing checks, has %d", len(wantIDs))
 	}
-	if n := testutil.CollectAndCount(metrics.shadowDisagree); n != 1 {
-		t.Errorf("%d disagreement series, want 1 (denied→allowed)", n)
+	for _, a := range outcomes {
+		for _, s := range outcomes {
+			want := 0.0
+			if a == OutcomeDenied && s == OutcomeAllowed {
+				want = 3
+			}
+			if a != s {
+				if n := testutil.ToFloat64(metrics.shadowDisagree.WithLabelValues(a, s)); n != want {
+					t.Errorf("disagreements{active=%s,shadow=%s} = %v, want %v", a, s, n, want)
+				}
+			}
+		}
 	}
-	if n := testutil.ToFloat64(metrics.shadowDisagree.WithLabelValues(OutcomeDenied, OutcomeAllowed)); n != 3 {
-		t.Errorf("disagreements{active=denied,shadow=allowed} = %v, want 3", n)
+	if n := testutil.CollectAndCount(metrics.shadowDisagree); n != 6 {
+		t.Errorf("%d disagreement series, want the 6 pairs of different outcomes", n)
 	}
 	var ids []string
 	for line := range strings.SplitSeq(strings.TrimSpace(logs.String()), "\n") {

@@ -49,6 +49,7 @@ func (v *Verifier) CacheLen() int {
 //	gatehouse_jwks_ready{provider}
 //	gatehouse_jwks_last_refresh_timestamp_seconds{provider} last good key set
 //	gatehouse_jwks_refresh_age_seconds{provider}            seconds since then
+//	gatehouse_jwks_refresh_interval_seconds{provider}       refresh_interval
 //	gatehouse_jwt_token_cache_requests_total{result}        hit|miss
 //	gatehouse_jwt_token_cache_entries
 func (v *Verifier) Collector() prometheus.Collector {
@@ -60,19 +61,20 @@ func (v *Verifier) Collector() prometheus.Collector {
 		ready:   prometheus.NewDesc("gatehouse_jwks_ready", "1 once the provider holds a key set, else 0.", []string{"provider"}, nil),
 		last:    prometheus.NewDesc("gatehouse_jwks_last_refresh_timestamp_seconds", "When the provider's last good key set was installed, in Unix seconds (0 before the first).", []string{"provider"}, nil),
 		age:     prometheus.NewDesc("gatehouse_jwks_refresh_age_seconds", "Seconds since the provider's last good key set was installed (absent before the first).", []string{"provider"}, nil),
+		every:   prometheus.NewDesc("gatehouse_jwks_refresh_interval_seconds", "The provider's configured refresh_interval: a key set much older than this is stale.", []string{"provider"}, nil),
 		cache:   prometheus.NewDesc("gatehouse_jwt_token_cache_requests_total", "Verified-token cache lookups by result (hit, miss).", []string{"result"}, nil),
 		entries: prometheus.NewDesc("gatehouse_jwt_token_cache_entries", "Entries in the verified-token cache.", nil, nil),
 	}
 }
 
 type verifierCollector struct {
-	v                                                        *Verifier
-	fetches, refetch, keys, ready, last, age, cache, entries *prometheus.Desc
+	v                                                               *Verifier
+	fetches, refetch, keys, ready, last, age, every, cache, entries *prometheus.Desc
 }
 
 // Describe implements prometheus.Collector.
 func (c *verifierCollector) Describe(ch chan<- *prometheus.Desc) {
-	for _, d := range []*prometheus.Desc{c.fetches, c.refetch, c.keys, c.ready, c.last, c.age, c.cache, c.entries} {
+	for _, d := range []*prometheus.Desc{c.fetches, c.refetch, c.keys, c.ready, c.last, c.age, c.every, c.cache, c.entries} {
 		ch <- d
 	}
 }
@@ -81,7 +83,10 @@ func (c *verifierCollector) Describe(ch chan<- *prometheus.Desc) {
 func (c *verifierCollector) Collect(ch chan<- prometheus.Metric) {
 	s := c.v.Stats()
 	now := time.Now()
-	for _, p := range s.Providers {
+	for i, p := range s.Providers {
+		if i < len(c.v.providers) {
+			ch <- prometheus.MustNewConstMetric(c.every, prometheus.GaugeValue, c.v.providers[i].refreshInterval.Seconds(), p.Name)
+		}
 		ok := p.Fetches - min(p.FetchFailures, p.Fetches)
 		ch <- prometheus.MustNewConstMetric(c.fetches, prometheus.CounterValue, float64(ok), p.Name, "success")
 		ch <- prometheus.MustNewConstMetric(c.fetches, prometheus.CounterValue, float64(p.FetchFailures), p.Name, "failure")
