@@ -135,6 +135,33 @@ headers:
 		}
 	})
 
+	t.Run("status", func(t *testing.T) {
+		code, out, errOut := ctl(t, "status", "--addr", g.adminAddr)
+		if code != 0 {
+			t.Fatalf("status: exit %d\n%s\n%s", code, out, errOut)
+		}
+		if err := contains(out, "native default decision", "provider:  corp  ready=true  keys=[obs-1]"); err != nil {
+			t.Error(err)
+		}
+		code, out, _ = ctl(t, "status", "--json", "--addr", g.adminAddr)
+		var st struct {
+			Policy struct {
+				Revision        string `json:"revision"`
+				LastReloadError string `json:"last_reload_error"`
+			} `json:"policy"`
+			Providers []struct {
+				Name   string   `json:"name"`
+				KeyIDs []string `json:"key_ids"`
+			} `json:"providers"`
+		}
+		if err := json.Unmarshal([]byte(out), &st); err != nil || code != 0 {
+			t.Fatalf("status --json: %d %v\n%s", code, err, out)
+		}
+		if st.Policy.Revision == "" || st.Policy.LastReloadError != "" || len(st.Providers) != 1 || strings.Join(st.Providers[0].KeyIDs, ",") != "obs-1" {
+			t.Errorf("status: %+v", st)
+		}
+	})
+
 	t.Run("metrics", func(t *testing.T) {
 		s := g.scrape(t)
 		for _, w := range []struct {
