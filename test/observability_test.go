@@ -259,7 +259,8 @@ func hasStep(x map[string]any, name, outcome, detail string) bool {
 // TestPolicyErrorMetricsAndForgedXFFExplained: a custom policy whose rules
 // conflict answers policy_error, counted by outcome and by the policy's
 // evaluation errors; Explain reports the client IP source and fallback of a
-// forged X-Forwarded-For and the Rego rules from OPA's trace.
+// forged X-Forwarded-For and the Rego rules from OPA's trace; ops.pprof
+// serves the profiles.
 func TestPolicyErrorMetricsAndForgedXFFExplained(t *testing.T) {
 	dir := t.TempDir()
 	policy := `package envoy.authz
@@ -275,7 +276,10 @@ allow := false if input.attributes.request.http.headers["x-boom"] == "conflict"
 	if err := os.WriteFile(filepath.Join(dir, "p.rego"), []byte(policy), 0o644); err != nil {
 		t.Fatal(err)
 	}
-	g := startGatehouse(t, fmt.Sprintf("policy:\n  paths: [%q]\nclient_ip:\n  source: xff\n  xff_trusted_hops: 2\n", dir), true)
+	g := startGatehouse(t, fmt.Sprintf("policy:\n  paths: [%q]\nclient_ip:\n  source: xff\n  xff_trusted_hops: 2\nops:\n  pprof: true\n", dir), true)
+	if code, body := g.get(t, "/debug/pprof/cmdline"); code != 200 || !strings.Contains(body, "gatehouse") {
+		t.Errorf("/debug/pprof/cmdline with ops.pprof on: %d %q", code, body)
+	}
 
 	if code, out, errOut := ctl(t, "check", "--addr", g.grpcAddr, "-H", "x-boom: conflict"); code != 1 || !strings.Contains(out, "policy_error") {
 		t.Fatalf("conflicting rules: exit %d\n%s\n%s", code, out, errOut)
