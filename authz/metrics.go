@@ -73,7 +73,9 @@ type Metrics struct {
 	decisions *prometheus.CounterVec
 	duration  prometheus.Histogram
 	stages    [numStages]prometheus.Observer
-	inFlight  prometheus.Gauge
+	// inFlight is read by a GaugeFunc at scrape time: an integer atomic
+	// add per check instead of a Gauge's float compare-and-swap loop.
+	inFlight atomic.Int64
 
 	shadowEvals     *prometheus.CounterVec
 	shadowDisagree  *prometheus.CounterVec
@@ -111,10 +113,6 @@ func NewMetrics(opts MetricsOptions) (*Metrics, error) {
 			Help:    "Time to answer one check, from receipt to response, in seconds.",
 			Buckets: latencyBuckets,
 		}),
-		inFlight: prometheus.NewGauge(prometheus.GaugeOpts{
-			Name: "gatehouse_checks_in_flight",
-			Help: "Checks being decided right now.",
-		}),
 		shadowEvals: prometheus.NewCounterVec(prometheus.CounterOpts{
 			Name: "gatehouse_shadow_evaluations_total",
 			Help: "Checks offered to the shadow policy, by result: compared, error (the shadow could not decide), dropped (queue full).",
@@ -138,7 +136,11 @@ func NewMetrics(opts MetricsOptions) (*Metrics, error) {
 	m.shadowCompared = m.shadowEvals.WithLabelValues("compared")
 	m.shadowEvalError = m.shadowEvals.WithLabelValues("error")
 	m.shadowDropped = m.shadowEvals.WithLabelValues("dropped")
-	for _, c := range []prometheus.Collector{m.decisions, m.duration, stage, m.inFlight, m.shadowEvals, m.shadowDisagree} {
+	inFlight := prometheus.NewGaugeFunc(prometheus.GaugeOpts{
+		Name: "gatehouse_checks_in_flight",
+		Help: "Checks being decided right now.",
+	}, func() float64 { return float64(m.inFlight.Load()) })
+	for _, c := range []prometheus.Collector{m.decisions, m.duration, stage, inFlight, m.shadowEvals, m.shadowDisagree} {
 		if err := opts.Registerer.Register(c); err != nil {
 			return nil, err
 		}
@@ -229,7 +231,7 @@ func (m *Metrics) begin(out *outcome, start time.Time) {
 	if m == nil {
 		return
 	}
-	m.inFlight.Inc()
+	m.inFlight.Add(1)
 	if rand.Uint32()&stageSampleMask == 0 {
 		out.timing, out.lapAt = true, start
 	}
@@ -250,7 +252,7 @@ func (m *Metrics) observe(out *outcome, status int, allowed bool, took time.Dura
 	if m == nil {
 		return
 	}
-	m.inFlight.Dec()
+	m.inFlight.Add(-1)
 	m.duration.Observe(took.Seconds())
 	m.counter(outcomeOf(out, allowed), status, out.reason).Inc()
 	if out.timing {

@@ -52,13 +52,17 @@ func BenchmarkMetricsRecord(b *testing.B) {
 		b.Fatal(err)
 	}
 	b.ReportAllocs()
+	// Check reads the clock for its own duration with or without metrics:
+	// only what metrics add is measured here.
+	start, took := time.Now(), 3*time.Microsecond
+	cpu := processCPU()
 	for b.Loop() {
 		out := outcome{reason: "token_valid"}
-		start := time.Now()
 		m.begin(&out, start)
 		out.lap(stageClientIP)
 		out.lap(stageToken)
 		out.lap(stagePolicy)
-		m.observe(&out, 200, true, time.Since(start))
+		m.observe(&out, 200, true, took)
 	}
+	b.ReportMetric(float64(processCPU()-cpu)/float64(b.N), "cpu-ns/op")
 }
