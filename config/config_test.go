@@ -28,6 +28,9 @@ func TestDefaults(t *testing.T) {
 	if c.Listen.ForwardAuth != "" {
 		t.Errorf("the forward-auth listener must be off by default, got %q", c.Listen.ForwardAuth)
 	}
+	if c.Listen.Admin != "127.0.0.1:9192" || c.Ops.PProf || *c.Policy.Shadow.Sample != 1 || len(c.Policy.Shadow.Paths) != 0 {
+		t.Errorf("observability defaults: admin %q, pprof %v, shadow %+v", c.Listen.Admin, c.Ops.PProf, c.Policy.Shadow)
+	}
 }
 
 func TestParseForwardAuth(t *testing.T) {
@@ -161,6 +164,14 @@ func TestParseErrors(t *testing.T) {
 		{"unknown forward auth key", "forward_auth:\n  moed: nginx\n", []string{"line 2", `unknown key "moed" under forward_auth`, "mode, nginx_client_header, path_prefix"}},
 		{"not a mapping", "- a\n- b\n", []string{"top level must be a mapping"}},
 		{"not yaml", "listen: [\n", []string{"not valid YAML"}},
+		{"bad admin address", "listen:\n  admin: 9192\n", []string{"listen.admin", "host:port"}},
+		{"shadow sample zero", "policy:\n  shadow:\n    sample: 0\n", []string{"policy.shadow.sample", "(0, 1]"}},
+		{"shadow sample above one", "policy:\n  shadow:\n    sample: 1.5\n", []string{"policy.shadow.sample", "fraction"}},
+		{"missing shadow path", "policy:\n  shadow:\n    paths: [/does/not/exist]\n", []string{"policy.shadow.paths[0]", "does not exist", "no shadow policy"}},
+		{"bad shadow decision", "policy:\n  shadow:\n    decision: \"a b\"\n", []string{"policy.shadow.decision", "envoy/authz/allow"}},
+		{"negative shadow queue", "policy:\n  shadow:\n    queue_size: -1\n", []string{"policy.shadow.queue_size"}},
+		{"negative reason labels", "ops:\n  max_reason_labels: -1\n", []string{"ops.max_reason_labels"}},
+		{"unknown ops key", "ops:\n  profiling: true\n", []string{`unknown key "profiling" under ops`, "pprof"}},
 	}
 	for _, tc := range cases {
 		t.Run(tc.name, func(t *testing.T) {
