@@ -7,6 +7,7 @@ cd "$(dirname "$0")/.."
 BIN=${BIN:-bin}
 GRPC_ADDR=${GRPC_ADDR:-127.0.0.1:9191}
 HTTP_ADDR=${HTTP_ADDR:-127.0.0.1:8181}
+ADMIN_ADDR=${ADMIN_ADDR:-127.0.0.1:9192}
 work=$(mktemp -d)
 pids=()
 cleanup() { for p in "${pids[@]}"; do kill "$p" 2>/dev/null || true; done; wait 2>/dev/null || true; rm -rf "$work"; }
@@ -26,6 +27,7 @@ cat > "$work/gatehouse.yaml" <<YAML
 listen:
   grpc: "$GRPC_ADDR"
   http: "$HTTP_ADDR"
+  admin: "$ADMIN_ADDR"
 jwt:
   providers:
     - name: demo
@@ -69,8 +71,15 @@ show "scanner user agent, even from the trusted network: 403" --path /orders --s
 say "decision log (one JSON line per decision)"
 grep '"msg":"decision"' "$work/gatehouse.log" | tail -n 3
 
+say "why was it denied? gatehousectl explain asks the admin API (no log line, no metrics)"
+echo "\$ gatehousectl explain --path /orders --source-ip 198.51.100.7 -H 'x-forwarded-for: 10.1.2.3' --token <expired>"
+"$BIN/gatehousectl" explain --addr "$ADMIN_ADDR" --path /orders --source-ip 198.51.100.7 -H "x-forwarded-for: 10.1.2.3" --token "$expired" || true
+
+say "metrics (a few of /metrics)"
+curl -fsS "http://$HTTP_ADDR/metrics" | grep '^gatehouse_decisions_total' | grep -v ' 0$' || true
+
 if [ "${1:-}" = "--serve" ]; then
-  say "gatehouse is serving ext_authz on $GRPC_ADDR (ops on http://$HTTP_ADDR); Ctrl-C stops it"
+  say "gatehouse is serving ext_authz on $GRPC_ADDR (ops and /metrics on http://$HTTP_ADDR, admin on $ADMIN_ADDR); Ctrl-C stops it"
   echo "try: $BIN/gatehousectl check --addr $GRPC_ADDR --path /orders --token \$($BIN/gatehousectl token --key $work/key.json --iss https://issuer.demo.local --aud orders-api --sub you)"
   wait "$gh"
 fi
