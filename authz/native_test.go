@@ -282,7 +282,7 @@ func (headerTokens) IdentityHeaders() []string { return []string{"x-jwt-sub"} }
 
 // FuzzNativeMatchesRego: random requests and token verdicts over rule sets
 // with scopes, bypass paths and none; the two deciders never disagree in any
-// field.
+// field, and the native Explain agrees with both.
 func FuzzNativeMatchesRego(f *testing.F) {
 	f.Add("/admin/x", "admin.example.com", "10.1.2.3", "acme", "prod", "", "", "", uint8(0))
 	f.Add("//a/./b;c", "[::1]:80", "2001:db8::1", "", "prod ,x", "sqlmap", "1", "valid", uint8(1))
@@ -308,6 +308,16 @@ func FuzzNativeMatchesRego(f *testing.F) {
 			headers["x-test-token"] = token
 		}
 		p := pairs[int(variant)%len(pairs)]
-		p.compare(t, diffRequest(peer, path, host, headers))
+		req := diffRequest(peer, path, host, headers)
+		d := p.compare(t, req)
+		// Explain's step-recording mirror of decide reaches the same decision.
+		if _, err := p.native.Explain(context.Background(), req); err != nil {
+			t.Fatal(err)
+		}
+		got := p.nativeRec.last
+		got.Revision = ""
+		if !reflect.DeepEqual(got, d) {
+			t.Fatalf("native Explain decided %+v, Check decided %+v", got, d)
+		}
 	})
 }
