@@ -308,7 +308,7 @@ func serve(ctx context.Context, cfg *config.Config, opts serveOptions, logger, d
 			fa.Close()
 		}
 	}()
-	admin.Stop()  // admin calls are operators' questions, not traffic to drain
+	admin.Stop() // admin calls are operators' questions, not traffic to drain
 	done := make(chan struct{})
 	go func() { gs.GracefulStop(); close(done) }()
 	select {
