@@ -128,7 +128,7 @@ PROTOS := $(shell find proto -name '*.proto')
 .PHONY: proto proto-tools proto-check observability-check
 
 proto-tools:
-	@command -v protoc >/dev/null 2>&1 || { $(SUDO) apt-get update -qq && $(SUDO) apt-get install -y -qq protobuf-compiler; }
+	@command -v protoc >/dev/null 2>&1 || { $(SUDO) env DEBIAN_FRONTEND=noninteractive sh -c "apt-get update -qq && apt-get install -y -qq --no-install-recommends protobuf-compiler"; }
 	@[ -x $(TOOLS)/protoc-gen-go ] && [ "$$(cat $(TOOLS)/.versions 2>/dev/null)" = "$(PROTOC_GEN_GO_VERSION) $(PROTOC_GEN_GO_GRPC_VERSION)" ] || { \
 	  GOBIN=$(TOOLS) $(GO) install google.golang.org/protobuf/cmd/protoc-gen-go@$(PROTOC_GEN_GO_VERSION) && \
 	  GOBIN=$(TOOLS) $(GO) install google.golang.org/grpc/cmd/protoc-gen-go-grpc@$(PROTOC_GEN_GO_GRPC_VERSION) && \

@@ -83,7 +83,9 @@ func startFor(ctx context.Context, name, dir string, bins map[string]string, sc 
 		if err := writeFiles(dir, map[string]string{"gatehouse.yaml": sc.gatehouse}, sc.policyFiles); err != nil {
 			return nil, err
 		}
-		args = []string{"--config", filepath.Join(dir, "gatehouse.yaml"), "--grpc-addr", addr, "--http-addr", httpAddr}
+		// The admin listener on a free port: its default (127.0.0.1:9192)
+		// may be taken on a shared machine.
+		args = []string{"--config", filepath.Join(dir, "gatehouse.yaml"), "--grpc-addr", addr, "--http-addr", httpAddr, "--admin-addr", "127.0.0.1:0"}
 		ready = grpcHealthy(addr)
 	case serverOPAEnvoy:
 		opaDir := filepath.Join(dir, "opa-envoy")
