@@ -8,6 +8,7 @@ import (
 	"strconv"
 	"strings"
 	"testing"
+	"time"
 )
 
 // metricValue finds one sample in a Prometheus text scrape: name with
@@ -222,6 +223,10 @@ headers:
 	})
 
 	t.Run("decision log holds no secrets", func(t *testing.T) {
+		// The log is written on a tick: wait for the checks' lines.
+		eventually(t, 20*time.Second, "the decision lines", func() bool {
+			return strings.Count(g.logText(), `"msg":"decision"`) >= len(checks)
+		})
 		logText := g.logText()
 		var decisions, denied int
 		for line := range strings.SplitSeq(logText, "\n") {
@@ -305,5 +310,67 @@ allow := false if input.attributes.request.http.headers["x-boom"] == "conflict"
 	if !hasStep(x, "data.envoy.authz.allow at "+filepath.Join(dir, "p.rego")+":7", "fired", "") ||
 		hasStep(x, "data.envoy.authz.allow at "+filepath.Join(dir, "p.rego")+":9", "fired", "") {
 		t.Errorf("the Rego trace must tell the rule that fired from the one that did not: %v", x["steps"])
+	}
+}
+
+// TestShadowPolicyThroughTheBinary: policy.shadow.paths names a candidate
+// that allows /beta; the active (default) decisions are unchanged, and each
+// check of /beta, and only those, is counted and logged as a disagreement
+// with its decision id.
+func TestShadowPolicyThroughTheBinary(t *testing.T) {
+	dir := t.TempDir()
+	candidate := "package envoy.authz\n\nallow := true if input.request_path == \"/beta\"\n\nallow := data.gatehouse.authz.decision if input.request_path != \"/beta\"\n"
+	if err := os.WriteFile(filepath.Join(dir, "candidate.rego"), []byte(candidate), 0o644); err != nil {
+		t.Fatal(err)
+	}
+	g := startGatehouse(t, fmt.Sprintf("policy:\n  shadow:\n    paths: [%q]\n", dir), true)
+	c := g.client(t)
+	paths := []string{"/beta", "/orders", "/beta", "/beta/x", "/beta?q=1"}
+	var ids []string
+	for _, p := range paths {
+		d := decide(t, c, envoyRequest("203.0.113.9", "api.example.com", p, nil))
+		if d.allowed || d.status != 401 {
+			t.Fatalf("%s: the active decision changed: %+v", p, d)
+		}
+	}
+	// Every check is compared asynchronously: wait until all were.
+	eventually(t, 20*time.Second, "the shadow compared every check", func() bool {
+		v, _ := metricValue(g.scrape(t), "gatehouse_shadow_evaluations_total", map[string]string{"result": "compared"})
+		return v == float64(len(paths))
+	})
+	s := g.scrape(t)
+	for _, w := range []struct {
+		active, shadow string
+		want           float64
+	}{{"denied", "allowed", 3}, {"allowed", "denied", 0}, {"denied", "error", 0}} {
+		if v, ok := metricValue(s, "gatehouse_shadow_disagreements_total", map[string]string{"active": w.active, "shadow": w.shadow}); !ok || v != w.want {
+			t.Errorf("disagreements{%s,%s} = %v %v, want %v", w.active, w.shadow, v, ok, w.want)
+		}
+	}
+	if v, _ := metricValue(s, "gatehouse_decisions_total", map[string]string{"outcome": "denied", "status": "401", "reason": "token_missing"}); v != float64(len(paths)) {
+		t.Errorf("active denials = %v, want %d", v, len(paths))
+	}
+	// The log is written on a tick: wait for the lines as well.
+	eventually(t, 20*time.Second, "three disagreement lines", func() bool {
+		return strings.Count(g.logText(), `"msg":"shadow disagreement"`) >= 3
+	})
+	for line := range strings.SplitSeq(g.logText(), "\n") {
+		var rec struct {
+			Msg    string `json:"msg"`
+			ID     string `json:"decision_id"`
+			Path   string `json:"path"`
+			Active struct{ Outcome string }
+			Shadow struct{ Outcome string }
+		}
+		if json.Unmarshal([]byte(line), &rec) != nil || rec.Msg != "shadow disagreement" {
+			continue
+		}
+		if rec.ID == "" || rec.Path != "/beta" || rec.Active.Outcome != "denied" || rec.Shadow.Outcome != "allowed" {
+			t.Errorf("disagreement line: %s", line)
+		}
+		ids = append(ids, rec.ID)
+	}
+	if len(ids) != 3 {
+		t.Errorf("%d disagreement lines, want 3", len(ids))
 	}
 }
