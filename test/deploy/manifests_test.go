@@ -20,6 +20,10 @@ const (
 	kindGatehouse                    // a Gatehouse configuration file
 	kindIstiodValues                 // Helm values for the istiod chart
 	kindEnvoy                        // an Envoy bootstrap
+	// kindPrometheusRules are Prometheus alerting rules (deploy/observability),
+	// loaded with Prometheus's own rule loader and their metric names checked
+	// against a real scrape by test/observability.
+	kindPrometheusRules
 )
 
 // classify returns how a file is checked. Names are the contract: a new kind
@@ -32,6 +36,8 @@ func classify(rel string) fileKind {
 		return kindIstiodValues
 	case strings.HasPrefix(rel, "deploy/envoy/"):
 		return kindEnvoy
+	case strings.HasPrefix(rel, "deploy/observability/"):
+		return kindPrometheusRules
 	}
 	return kindObjects
 }
@@ -102,6 +108,9 @@ func TestEveryFileDecodesStrictly(t *testing.T) {
 				if _, err := DecodeEnvoyBootstrap(data); err != nil {
 					t.Fatalf("%s: %v", rel, err)
 				}
+			case kindPrometheusRules:
+				// Parsed above (duplicate keys are errors); the rules
+				// themselves are checked by test/observability.
 			case kindObjects:
 				objs, err := ParseObjects(rel, data)
 				if err != nil {
