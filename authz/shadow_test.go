@@ -14,6 +14,7 @@ import (
 	"github.com/prometheus/client_golang/prometheus"
 	"github.com/prometheus/client_golang/prometheus/testutil"
 
+	ghtest "github.com/gatehouse-dev/gatehouse/internal/testutil"
 	"github.com/gatehouse-dev/gatehouse/policy"
 )
 
@@ -37,7 +38,7 @@ func TestShadowCountsExactDisagreements(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
-	var logs syncBuffer
+	var logs ghtest.LockedBuffer
 	shadow, err := NewShadow(ShadowOptions{Policy: shadowEngine, Sample: 1, Metrics: metrics, Logger: slog.New(slog.NewJSONHandler(&logs, nil))})
 	if err != nil {
 		t.Fatal(err)

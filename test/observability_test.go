@@ -282,7 +282,7 @@ allow := false if input.attributes.request.http.headers["x-boom"] == "conflict"
 		t.Fatal(err)
 	}
 	g := startGatehouse(t, fmt.Sprintf("policy:\n  paths: [%q]\nclient_ip:\n  source: xff\n  xff_trusted_hops: 2\nops:\n  pprof: true\n", dir), true)
-	if code, body := g.get(t, "/debug/pprof/cmdline"); code != 200 || !strings.Contains(body, "gatehouse") {
+	if code, body := g.get("/debug/pprof/cmdline"); code != 200 || !strings.Contains(body, "gatehouse") {
 		t.Errorf("/debug/pprof/cmdline with ops.pprof on: %d %q", code, body)
 	}
 
