@@ -80,6 +80,7 @@ fuzz:
 	$(GO) test -run '^$$' -fuzz '^FuzzCheck$$' -fuzztime $(FUZZTIME) ./authz/
 	$(GO) test -run '^$$' -fuzz '^FuzzNativeMatchesRego$$' -fuzztime $(FUZZTIME) ./authz/
 	$(GO) test -run '^$$' -fuzz '^FuzzMatcher$$' -fuzztime $(FUZZTIME) ./policy/
+	$(GO) test -run '^$$' -fuzz '^FuzzAppendJSONString$$' -fuzztime $(FUZZTIME) ./authz/
 	$(GO) test -run '^$$' -fuzz '^FuzzSubrequest$$' -fuzztime $(FUZZTIME) ./authz/forwardauth/
 
 e2e: proxies

@@ -8,6 +8,7 @@ import (
 	"context"
 	"errors"
 	"fmt"
+	"io"
 	"log/slog"
 	"math/rand/v2"
 	"time"
@@ -119,8 +120,11 @@ type Options struct {
 	MaxParseBodyBytes int
 	// Limits bound each request; zero fields take DefaultLimits.
 	Limits Limits
-	// DecisionLog receives one record per decision; nil disables it.
-	DecisionLog *slog.Logger
+	// DecisionLog receives one JSON line per decision, one Write call per
+	// line (an asynclog.Writer in the server); nil disables it.
+	DecisionLog io.Writer
+	// DecisionLogDebug adds what only debugging needs (why a token failed).
+	DecisionLogDebug bool
 	// Logger receives operational messages; nil discards them.
 	Logger *slog.Logger
 	// Metrics records every decision (authz/metrics.go); nil disables them.
@@ -287,59 +291,6 @@ func newDecisionID() string {
 	return string(b[:])
 }
 
-// logDecision writes the decision log line. The authorization header, the
-// token and the query string (which may carry a token) are never logged.
-func (s *Server) logDecision(out *outcome, resp *authv3.CheckResponse, took time.Duration) {
-	l := s.opts.DecisionLog
-	if l == nil {
-		return
-	}
-	allowed := resp.GetStatus().GetCode() == 0
-	status := responseStatus(resp)
-	attrs := make([]slog.Attr, 0, 20)
-	attrs = append(attrs,
-		slog.String("decision_id", out.id),
-		slog.Bool("allowed", allowed),
-		slog.Int("status", status),
-		slog.String("reason", out.reason),
-		slog.String("policy_revision", out.decision.Revision),
-		slog.Float64("duration_ms", float64(took.Microseconds())/1000),
-	)
-	if s.opts.DryRun {
-		attrs = append(attrs, slog.Bool("dry_run", true), slog.Bool("policy_allowed", !out.dryRunDenied))
-	}
-	if out.decision.Bypass {
-		attrs = append(attrs, slog.Bool("bypass", true))
-	}
-	if out.err != nil {
-		attrs = append(attrs, slog.String("error", out.err.Error()))
-	}
-	if r := out.req; r != nil {
-		http := r.check.GetAttributes().GetRequest().GetHttp()
-		attrs = append(attrs,
-			slog.String("request_id", r.headers["x-request-id"]),
-			slog.String("method", http.GetMethod()),
-			slog.String("host", http.GetHost()),
-			slog.String("path", r.rawPath),
-			slog.String("client_ip", addrString(out.ip)),
-			slog.String("client_ip_source", out.ip.Source),
-		)
-		if out.ip.Fallback != "" {
-			attrs = append(attrs, slog.String("client_ip_fallback", out.ip.Fallback))
-		}
-	}
-	if t := out.token; t != nil {
-		if t.Detail != "" && l.Enabled(context.Background(), slog.LevelDebug) {
-			// Detail explains the error (which key, which claim); it never
-			// holds the token, but is only worth its bytes when debugging.
-			attrs = append(attrs, slog.Group("jwt", "valid", t.Valid, "provider", t.Provider, "error", t.Error, "detail", t.Detail))
-		} else {
-			attrs = append(attrs, slog.Group("jwt", "valid", t.Valid, "provider", t.Provider, "error", t.Error))
-		}
-	}
-	l.LogAttrs(context.Background(), slog.LevelInfo, "decision", attrs...)
-}
-
 // responseStatus is the HTTP status a CheckResponse answers: 200 for an
 // allow, the denied response's status otherwise.
 func responseStatus(resp *authv3.CheckResponse) int {
@@ -347,11 +298,4 @@ func responseStatus(resp *authv3.CheckResponse) int {
 		return int(d.GetStatus().GetCode())
 	}
 	return 200
-}
-
-func addrString(r clientip.Result) string {
-	if !r.Addr.IsValid() {
-		return ""
-	}
-	return r.Addr.String()
 }

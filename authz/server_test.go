@@ -278,7 +278,7 @@ func TestDryRun(t *testing.T) {
 			dir := policyDir(t, map[string]string{"p.rego": tc.policy})
 			c := startServer(t, policy.Options{Paths: []string{dir}}, Options{
 				DryRun: true, ParseBody: true, Tokens: fixedTokens{nil},
-				DecisionLog: slog.New(slog.NewJSONHandler(&logs, nil)),
+				DecisionLog: &logs,
 			})
 			resp := check(t, c, tc.req)
 			if resp.GetStatus().GetCode() != 0 {
@@ -366,7 +366,7 @@ func TestTokenDetailAtDebug(t *testing.T) {
 	for _, level := range []slog.Level{slog.LevelInfo, slog.LevelDebug} {
 		var logs testutil.LockedBuffer
 		c := startServer(t, policy.Options{}, Options{Tokens: tok,
-			DecisionLog: slog.New(slog.NewJSONHandler(&logs, &slog.HandlerOptions{Level: level}))})
+			DecisionLog: &logs, DecisionLogDebug: level == slog.LevelDebug})
 		check(t, c, checkReq("GET", "/p?access_%74oken=x&a=1", nil, ""))
 		eventuallyContains := strings.Contains(logs.String(), `"detail":"token has no kid`)
 		if eventuallyContains != (level == slog.LevelDebug) {

@@ -89,10 +89,9 @@ func run(args []string, stderr io.Writer) int {
 	}})
 	defer out.Close()
 	logger := slog.New(slog.NewJSONHandler(out.Blocking(), handlerOpts))
-	decisions := slog.New(slog.NewJSONHandler(out, handlerOpts))
 	ctx, stop := signal.NotifyContext(context.Background(), syscall.SIGINT, syscall.SIGTERM)
 	defer stop()
-	if err := serve(ctx, cfg, serveOptions{configFile: *configPath, addressFile: *addressFile}, logger, decisions); err != nil {
+	if err := serve(ctx, cfg, serveOptions{configFile: *configPath, addressFile: *addressFile}, logger, out); err != nil {
 		var ce *configError
 		if errors.As(err, &ce) {
 			fmt.Fprintf(stderr, "gatehouse: %v\n", err)

@@ -5,6 +5,7 @@ import (
 	"encoding/json"
 	"errors"
 	"fmt"
+	"io"
 	"log/slog"
 	"net"
 	"net/http"
@@ -57,7 +58,7 @@ type parts struct {
 	*telemetry
 }
 
-func build(ctx context.Context, cfg *config.Config, file string, logger, decisions *slog.Logger) (*parts, error) {
+func build(ctx context.Context, cfg *config.Config, file string, logger *slog.Logger, decisions io.Writer) (*parts, error) {
 	rules := cfg.Rules()
 	engine, err := policy.New(ctx, policy.Options{
 		Paths:       cfg.Policy.Paths,
@@ -109,6 +110,7 @@ func build(ctx context.Context, cfg *config.Config, file string, logger, decisio
 	}
 	if *cfg.Log.Decisions {
 		opts.DecisionLog = decisions
+		opts.DecisionLogDebug = cfg.Log.Level == "debug"
 	}
 	tel, err := newTelemetry(ctx, cfg, file, logger, engine, tokens)
 	if err != nil {
@@ -166,7 +168,7 @@ func writeAddressFile(path string, addrs map[string]string) error {
 // serve runs the gRPC and HTTP listeners until ctx is done, then stops
 // gracefully: health turns NOT_SERVING, in-flight checks finish (bounded by
 // grpc.shutdown_grace), and the listeners close.
-func serve(ctx context.Context, cfg *config.Config, opts serveOptions, logger, decisions *slog.Logger) error {
+func serve(ctx context.Context, cfg *config.Config, opts serveOptions, logger *slog.Logger, decisions io.Writer) error {
 	file := opts.configFile
 	p, err := build(ctx, cfg, file, logger, decisions)
 	if err != nil {
