@@ -3,6 +3,7 @@ package jwt
 import (
 	"crypto/sha256"
 	"fmt"
+	"sync/atomic"
 	"time"
 
 	"github.com/maypok86/otter/v2"
@@ -29,11 +30,22 @@ type tokenCache struct {
 	// lookups counts hits and misses on striped counters, so the counting
 	// does not become the shared cache line the cache avoids.
 	lookups *stats.Counter
+	// evicted and expired count entries removed for room and past exp.
+	evicted, expired atomic.Uint64
 }
 
 func newTokenCache(size int, now func() time.Time) (*tokenCache, error) {
 	clock := otter.NewCoarseClock(cacheClockResolution)
+	c := &tokenCache{clock: clock, lookups: stats.NewCounter()}
 	entries, err := otter.New(&otter.Options[cacheKey, *verified]{
+		OnDeletion: func(e otter.DeletionEvent[cacheKey, *verified]) {
+			switch e.Cause {
+			case otter.CauseOverflow:
+				c.evicted.Add(1)
+			case otter.CauseExpiration:
+				c.expired.Add(1)
+			}
+		},
 		MaximumSize: size,
 		ExpiryCalculator: otter.ExpiryWritingFunc(func(e otter.Entry[cacheKey, *verified]) time.Duration {
 			return e.Value.expiresAt.Sub(now())
@@ -46,7 +58,8 @@ func newTokenCache(size int, now func() time.Time) (*tokenCache, error) {
 		clock.Stop()
 		return nil, fmt.Errorf("token cache of %d entries: %w", size, err)
 	}
-	return &tokenCache{entries: entries, clock: clock, lookups: stats.NewCounter()}, nil
+	c.entries = entries
+	return c, nil
 }
 
 // get returns the entry for key, or nil.

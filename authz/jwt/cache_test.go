@@ -151,9 +151,13 @@ func TestCacheCapacity(t *testing.T) {
 		key[0], key[1], key[2] = byte(i), byte(i>>8), byte(i>>16)
 		c.add(key, e)
 	}
-	if n := c.len(); n > 10000 || n < 9000 {
+	n := c.len()
+	if n > 10000 || n < 9000 {
 		t.Fatalf("len = %d after overfilling, want at most the size 10000 (and near it)", n)
 	}
+	// Every entry that left was counted as a size eviction (deletion
+	// notifications may trail the cleanup a little).
+	eventually(t, 10*time.Second, "the evictions to be counted", func() bool { return c.evicted.Load() == uint64(20000-n) })
 }
 
 // TestCacheEntryExpiresAtExp: an entry is dropped from the cache itself once
@@ -169,6 +173,7 @@ func TestCacheEntryExpiresAtExp(t *testing.T) {
 	c.add(soon, &verified{expiresAt: time.Now().Add(50 * time.Millisecond)})
 	c.add(later, &verified{expiresAt: time.Now().Add(time.Hour)})
 	eventually(t, 10*time.Second, "the expired entry to leave the cache", func() bool { return c.len() == 1 })
+	eventually(t, 10*time.Second, "the expiry to be counted", func() bool { return c.expired.Load() == 1 })
 	if c.get(later) == nil {
 		t.Fatal("the unexpired entry left too")
 	}

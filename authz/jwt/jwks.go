@@ -84,6 +84,13 @@ type provider struct {
 	fetches             atomic.Uint64
 	fetchFailures       atomic.Uint64
 	unknownKidRefetches atomic.Uint64
+	lastFailure         atomic.Pointer[fetchFailure]
+}
+
+// fetchFailure is the last failed fetch, for Stats (the admin Status).
+type fetchFailure struct {
+	err string
+	at  time.Time
 }
 
 type claimHeader struct{ claim, header string }
@@ -244,6 +251,7 @@ func (p *provider) reload(ctx context.Context, reason string) error {
 
 func (p *provider) fetchFailed(reason string, err error) {
 	p.fetchFailures.Add(1)
+	p.lastFailure.Store(&fetchFailure{err: err.Error(), at: time.Now()})
 	source := p.jwksFile
 	if uri := p.uri.Load(); uri != nil {
 		source = *uri

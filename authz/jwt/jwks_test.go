@@ -178,6 +178,10 @@ func TestRefreshFailureKeepsLastGood(t *testing.T) {
 			if s := v.Stats(); s.Providers[0].Keys != 1 {
 				t.Fatalf("keys after failed refresh = %d, want the last good 1", s.Providers[0].Keys)
 			}
+			// The failure is kept for the admin Status.
+			if p := v.Stats().Providers[0]; p.LastError == "" || p.LastErrorAt.IsZero() {
+				t.Fatalf("last error not kept: %+v", p)
+			}
 		})
 	}
 }

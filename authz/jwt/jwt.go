@@ -219,6 +219,10 @@ type Stats struct {
 	// CacheHits and CacheMisses count verified-token cache lookups.
 	CacheHits   uint64
 	CacheMisses uint64
+	// CacheEvictions counts entries removed to stay within cache_size;
+	// CacheExpirations entries removed because their token expired.
+	CacheEvictions   uint64
+	CacheExpirations uint64
 	// Providers holds per-provider counters, in configuration order.
 	Providers []ProviderStats
 }
@@ -235,6 +239,11 @@ type ProviderStats struct {
 	Fetches             uint64
 	FetchFailures       uint64
 	UnknownKidRefetches uint64
+	// LastError is the last failed fetch's error ("" when none failed) and
+	// LastErrorAt when it happened; a later success does not clear them
+	// (compare with Updated).
+	LastError   string
+	LastErrorAt time.Time
 }
 
 // Verifier verifies tokens for a fixed set of providers. It is safe for
@@ -363,6 +372,9 @@ func (v *Verifier) Stats() Stats {
 		if ks := p.keys.Load(); ks != nil {
 			ps.Ready, ps.Keys, ps.Updated = true, len(ks.keys), ks.updated
 		}
+		if f := p.lastFailure.Load(); f != nil {
+			ps.LastError, ps.LastErrorAt = f.err, f.at
+		}
 		s.Fetches += ps.Fetches
 		s.FetchFailures += ps.FetchFailures
 		s.UnknownKidRefetches += ps.UnknownKidRefetches
@@ -371,6 +383,7 @@ func (v *Verifier) Stats() Stats {
 	if v.cache != nil {
 		lookups := v.cache.lookups.Snapshot()
 		s.CacheHits, s.CacheMisses = lookups.Hits, lookups.Misses
+		s.CacheEvictions, s.CacheExpirations = v.cache.evicted.Load(), v.cache.expired.Load()
 	}
 	return s
 }

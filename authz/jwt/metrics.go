@@ -52,6 +52,7 @@ func (v *Verifier) CacheLen() int {
 //	gatehouse_jwks_refresh_interval_seconds{provider}       refresh_interval
 //	gatehouse_jwt_token_cache_requests_total{result}        hit|miss
 //	gatehouse_jwt_token_cache_entries
+//	gatehouse_jwt_token_cache_evictions_total{cause}       size|expired
 func (v *Verifier) Collector() prometheus.Collector {
 	return &verifierCollector{
 		v:       v,
@@ -64,17 +65,18 @@ func (v *Verifier) Collector() prometheus.Collector {
 		every:   prometheus.NewDesc("gatehouse_jwks_refresh_interval_seconds", "The provider's configured refresh_interval: a key set much older than this is stale.", []string{"provider"}, nil),
 		cache:   prometheus.NewDesc("gatehouse_jwt_token_cache_requests_total", "Verified-token cache lookups by result (hit, miss).", []string{"result"}, nil),
 		entries: prometheus.NewDesc("gatehouse_jwt_token_cache_entries", "Entries in the verified-token cache.", nil, nil),
+		evicted: prometheus.NewDesc("gatehouse_jwt_token_cache_evictions_total", "Entries removed from the verified-token cache, by cause (size: to stay within cache_size; expired: past the token's exp).", []string{"cause"}, nil),
 	}
 }
 
 type verifierCollector struct {
-	v                                                               *Verifier
-	fetches, refetch, keys, ready, last, age, every, cache, entries *prometheus.Desc
+	v                                                                        *Verifier
+	fetches, refetch, keys, ready, last, age, every, cache, entries, evicted *prometheus.Desc
 }
 
 // Describe implements prometheus.Collector.
 func (c *verifierCollector) Describe(ch chan<- *prometheus.Desc) {
-	for _, d := range []*prometheus.Desc{c.fetches, c.refetch, c.keys, c.ready, c.last, c.age, c.every, c.cache, c.entries} {
+	for _, d := range []*prometheus.Desc{c.fetches, c.refetch, c.keys, c.ready, c.last, c.age, c.every, c.cache, c.entries, c.evicted} {
 		ch <- d
 	}
 }
@@ -103,4 +105,6 @@ func (c *verifierCollector) Collect(ch chan<- prometheus.Metric) {
 	ch <- prometheus.MustNewConstMetric(c.cache, prometheus.CounterValue, float64(s.CacheHits), "hit")
 	ch <- prometheus.MustNewConstMetric(c.cache, prometheus.CounterValue, float64(s.CacheMisses), "miss")
 	ch <- prometheus.MustNewConstMetric(c.entries, prometheus.GaugeValue, float64(c.v.CacheLen()))
+	ch <- prometheus.MustNewConstMetric(c.evicted, prometheus.CounterValue, float64(s.CacheEvictions), "size")
+	ch <- prometheus.MustNewConstMetric(c.evicted, prometheus.CounterValue, float64(s.CacheExpirations), "expired")
 }

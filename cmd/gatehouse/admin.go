@@ -83,6 +83,8 @@ func (a *adminServer) Status(context.Context, *adminv1.StatusRequest) (*adminv1.
 			FetchFailures:       ps.FetchFailures,
 			UnknownKidRefetches: ps.UnknownKidRefetches,
 			LastRefresh:         timestamp(ps.Updated),
+			LastError:           ps.LastError,
+			LastErrorTime:       timestamp(ps.LastErrorAt),
 		}
 		if i < len(keys) && keys[i].Name == ps.Name {
 			pr.KeyIds = keys[i].KeyIDs

@@ -218,6 +218,9 @@ func writeStatus(w io.Writer, st *adminv1.Status) error {
 		fmt.Fprintf(&b, "provider:  %s  ready=%t  keys=[%s]  last_refresh=%s  fetches=%d failures=%d unknown_kid_refetches=%d\n",
 			p.GetName(), p.GetReady(), strings.Join(p.GetKeyIds(), ", "), when(p.GetLastRefresh()),
 			p.GetFetches(), p.GetFetchFailures(), p.GetUnknownKidRefetches())
+		if p.GetLastError() != "" {
+			fmt.Fprintf(&b, "           last error at %s: %s\n", when(p.GetLastErrorTime()), p.GetLastError())
+		}
 	}
 	c := st.GetTokenCache()
 	fmt.Fprintf(&b, "cache:     %d entries, %d hits, %d misses\n", c.GetEntries(), c.GetHits(), c.GetMisses())

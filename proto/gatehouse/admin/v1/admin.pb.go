@@ -695,8 +695,13 @@ type Provider struct {
 	Fetches             uint64                 `protobuf:"varint,5,opt,name=fetches,proto3" json:"fetches,omitempty"`
 	FetchFailures       uint64                 `protobuf:"varint,6,opt,name=fetch_failures,json=fetchFailures,proto3" json:"fetch_failures,omitempty"`
 	UnknownKidRefetches uint64                 `protobuf:"varint,7,opt,name=unknown_kid_refetches,json=unknownKidRefetches,proto3" json:"unknown_kid_refetches,omitempty"`
-	unknownFields       protoimpl.UnknownFields
-	sizeCache           protoimpl.SizeCache
+	// last_error is the last failed fetch's error, empty when none failed;
+	// last_error_time is when. A later success does not clear them: compare
+	// with last_refresh.
+	LastError     string                 `protobuf:"bytes,8,opt,name=last_error,json=lastError,proto3" json:"last_error,omitempty"`
+	LastErrorTime *timestamppb.Timestamp `protobuf:"bytes,9,opt,name=last_error_time,json=lastErrorTime,proto3" json:"last_error_time,omitempty"`
+	unknownFields protoimpl.UnknownFields
+	sizeCache     protoimpl.SizeCache
 }
 
 func (x *Provider) Reset() {
@@ -776,6 +781,20 @@ func (x *Provider) GetUnknownKidRefetches() uint64 {
 		return x.UnknownKidRefetches
 	}
 	return 0
+}
+
+func (x *Provider) GetLastError() string {
+	if x != nil {
+		return x.LastError
+	}
+	return ""
+}
+
+func (x *Provider) GetLastErrorTime() *timestamppb.Timestamp {
+	if x != nil {
+		return x.LastErrorTime
+	}
+	return nil
 }
 
 // TokenCache is the verified-token cache.
@@ -893,7 +912,7 @@ const file_gatehouse_admin_v1_admin_proto_rawDesc = "" +
 	"\x14last_reload_error_at\x18\x04 \x01(\v2\x1a.google.protobuf.TimestampR\x11lastReloadErrorAt\x12\x16\n" +
 	"\x06native\x18\x05 \x01(\bR\x06native\x12\x14\n" +
 	"\x05paths\x18\x06 \x03(\tR\x05paths\x12\x1a\n" +
-	"\bdecision\x18\a \x01(\tR\bdecision\"\x81\x02\n" +
+	"\bdecision\x18\a \x01(\tR\bdecision\"\xe4\x02\n" +
 	"\bProvider\x12\x12\n" +
 	"\x04name\x18\x01 \x01(\tR\x04name\x12\x14\n" +
 	"\x05ready\x18\x02 \x01(\bR\x05ready\x12\x17\n" +
@@ -901,7 +920,10 @@ const file_gatehouse_admin_v1_admin_proto_rawDesc = "" +
 	"\flast_refresh\x18\x04 \x01(\v2\x1a.google.protobuf.TimestampR\vlastRefresh\x12\x18\n" +
 	"\afetches\x18\x05 \x01(\x04R\afetches\x12%\n" +
 	"\x0efetch_failures\x18\x06 \x01(\x04R\rfetchFailures\x122\n" +
-	"\x15unknown_kid_refetches\x18\a \x01(\x04R\x13unknownKidRefetches\"R\n" +
+	"\x15unknown_kid_refetches\x18\a \x01(\x04R\x13unknownKidRefetches\x12\x1d\n" +
+	"\n" +
+	"last_error\x18\b \x01(\tR\tlastError\x12B\n" +
+	"\x0flast_error_time\x18\t \x01(\v2\x1a.google.protobuf.TimestampR\rlastErrorTime\"R\n" +
 	"\n" +
 	"TokenCache\x12\x18\n" +
 	"\aentries\x18\x01 \x01(\x04R\aentries\x12\x12\n" +
@@ -950,15 +972,16 @@ var file_gatehouse_admin_v1_admin_proto_depIdxs = []int32{
 	11, // 8: gatehouse.admin.v1.Policy.loaded_at:type_name -> google.protobuf.Timestamp
 	11, // 9: gatehouse.admin.v1.Policy.last_reload_error_at:type_name -> google.protobuf.Timestamp
 	11, // 10: gatehouse.admin.v1.Provider.last_refresh:type_name -> google.protobuf.Timestamp
-	0,  // 11: gatehouse.admin.v1.AdminService.Explain:input_type -> gatehouse.admin.v1.ExplainRequest
-	6,  // 12: gatehouse.admin.v1.AdminService.Status:input_type -> gatehouse.admin.v1.StatusRequest
-	1,  // 13: gatehouse.admin.v1.AdminService.Explain:output_type -> gatehouse.admin.v1.Explanation
-	7,  // 14: gatehouse.admin.v1.AdminService.Status:output_type -> gatehouse.admin.v1.Status
-	13, // [13:15] is the sub-list for method output_type
-	11, // [11:13] is the sub-list for method input_type
-	11, // [11:11] is the sub-list for extension type_name
-	11, // [11:11] is the sub-list for extension extendee
-	0,  // [0:11] is the sub-list for field type_name
+	11, // 11: gatehouse.admin.v1.Provider.last_error_time:type_name -> google.protobuf.Timestamp
+	0,  // 12: gatehouse.admin.v1.AdminService.Explain:input_type -> gatehouse.admin.v1.ExplainRequest
+	6,  // 13: gatehouse.admin.v1.AdminService.Status:input_type -> gatehouse.admin.v1.StatusRequest
+	1,  // 14: gatehouse.admin.v1.AdminService.Explain:output_type -> gatehouse.admin.v1.Explanation
+	7,  // 15: gatehouse.admin.v1.AdminService.Status:output_type -> gatehouse.admin.v1.Status
+	14, // [14:16] is the sub-list for method output_type
+	12, // [12:14] is the sub-list for method input_type
+	12, // [12:12] is the sub-list for extension type_name
+	12, // [12:12] is the sub-list for extension extendee
+	0,  // [0:12] is the sub-list for field type_name
 }
 
 func init() { file_gatehouse_admin_v1_admin_proto_init() }
