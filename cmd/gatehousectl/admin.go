@@ -7,7 +7,6 @@ import (
 	"strings"
 	"time"
 
-	authv3 "github.com/envoyproxy/go-control-plane/envoy/service/auth/v3"
 	"google.golang.org/protobuf/encoding/protojson"
 	"google.golang.org/protobuf/proto"
 	"google.golang.org/protobuf/types/known/timestamppb"
@@ -48,28 +47,9 @@ func (a *app) explain(ctx context.Context, args []string) error {
 	if err != nil {
 		return err
 	}
-	var req *authv3.CheckRequest
-	if o.requestFile != "" {
-		req, err = readCheckRequest(o.requestFile, a.stdin)
-	} else {
-		req, err = buildCheckRequest(o.spec, newRequestIDs())
-	}
-	if err != nil {
+	req, err := a.prepareRequest(&o)
+	if err != nil || req == nil {
 		return err
-	}
-	if o.dryRun || o.printRequest {
-		out, err := marshalProtoJSON(req)
-		if err != nil {
-			return err
-		}
-		w := a.stderr
-		if o.dryRun {
-			w = a.stdout
-		}
-		fmt.Fprintln(w, string(out))
-		if o.dryRun {
-			return nil
-		}
 	}
 	raw, err := proto.Marshal(req)
 	if err != nil {

@@ -157,24 +157,24 @@ func parseRequestFlags(cmd, usage, defaultAddr string, args []string, stdin io.R
 	return o, nil
 }
 
-func (a *app) check(ctx context.Context, args []string) error {
-	o, err := parseCheckFlags(args, a.stdin)
-	if err != nil {
-		return err
-	}
+// prepareRequest reads or builds the CheckRequest the flags describe and
+// prints it when asked (--print-request on stderr, --dry-run on stdout). A
+// nil request with a nil error means --dry-run: nothing is to be sent.
+func (a *app) prepareRequest(o *checkOptions) (*authv3.CheckRequest, error) {
 	var req *authv3.CheckRequest
+	var err error
 	if o.requestFile != "" {
 		req, err = readCheckRequest(o.requestFile, a.stdin)
 	} else {
 		req, err = buildCheckRequest(o.spec, newRequestIDs())
 	}
 	if err != nil {
-		return err
+		return nil, err
 	}
 	if o.dryRun || o.printRequest {
 		out, err := marshalProtoJSON(req)
 		if err != nil {
-			return err
+			return nil, err
 		}
 		w := a.stderr
 		if o.dryRun {
@@ -182,8 +182,20 @@ func (a *app) check(ctx context.Context, args []string) error {
 		}
 		fmt.Fprintln(w, string(out))
 		if o.dryRun {
-			return nil
+			return nil, nil
 		}
+	}
+	return req, nil
+}
+
+func (a *app) check(ctx context.Context, args []string) error {
+	o, err := parseCheckFlags(args, a.stdin)
+	if err != nil {
+		return err
+	}
+	req, err := a.prepareRequest(&o)
+	if err != nil || req == nil {
+		return err
 	}
 	resp, err := sendCheck(ctx, o.conn, req)
 	if err != nil {
