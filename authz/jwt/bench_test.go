@@ -28,7 +28,7 @@ func benchVerifier(b *testing.B, cacheSize int, keys ...*testKey) *Verifier {
 // signature, claims) with the cache disabled.
 func BenchmarkVerifyCold(b *testing.B) {
 	for _, key := range []*testKey{newRSAKey(b, "rsa", jwa.RS256), newECKey(b, "ec"), newEdKey(b, "ed")} {
-		b.Run(key.alg.String(), func(b *testing.B) {
+		b.Run(key.Alg.String(), func(b *testing.B) {
 			v := benchVerifier(b, -1, key)
 			req := bearer(sign(b, key, claimsFor(corpIssuer, "api", time.Now()), nil))
 			ctx := context.Background()

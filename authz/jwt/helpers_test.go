@@ -2,11 +2,6 @@ package jwt
 
 import (
 	"context"
-	"crypto/ecdsa"
-	"crypto/ed25519"
-	"crypto/elliptic"
-	"crypto/rand"
-	"crypto/rsa"
 	"encoding/base64"
 	"encoding/json"
 	"log/slog"
@@ -20,105 +15,32 @@ import (
 	"time"
 
 	"github.com/lestrrat-go/jwx/v2/jwa"
-	"github.com/lestrrat-go/jwx/v2/jwk"
-	"github.com/lestrrat-go/jwx/v2/jws"
+
+	"github.com/gatehouse-dev/gatehouse/internal/testutil"
 )
 
-// testKey is a signing key with its public JWK.
-type testKey struct {
-	kid  string
-	alg  jwa.SignatureAlgorithm
-	priv any
-	pub  jwk.Key
-}
+// testKey is a signing key with its public JWK (internal/testutil's).
+type testKey = testutil.Key
 
 func newRSAKey(t testing.TB, kid string, alg jwa.SignatureAlgorithm) *testKey {
-	t.Helper()
-	priv, err := rsa.GenerateKey(rand.Reader, 2048)
-	if err != nil {
-		t.Fatal(err)
-	}
-	return makeTestKey(t, kid, alg, priv, &priv.PublicKey)
+	return testutil.NewKey(t, alg, kid)
 }
 
-func newECKey(t testing.TB, kid string) *testKey {
-	t.Helper()
-	priv, err := ecdsa.GenerateKey(elliptic.P256(), rand.Reader)
-	if err != nil {
-		t.Fatal(err)
-	}
-	return makeTestKey(t, kid, jwa.ES256, priv, &priv.PublicKey)
-}
+func newECKey(t testing.TB, kid string) *testKey { return testutil.NewKey(t, jwa.ES256, kid) }
 
-func newEdKey(t testing.TB, kid string) *testKey {
-	t.Helper()
-	pub, priv, err := ed25519.GenerateKey(rand.Reader)
-	if err != nil {
-		t.Fatal(err)
-	}
-	return makeTestKey(t, kid, jwa.EdDSA, priv, pub)
-}
+func newEdKey(t testing.TB, kid string) *testKey { return testutil.NewKey(t, jwa.EdDSA, kid) }
 
 func makeTestKey(t testing.TB, kid string, alg jwa.SignatureAlgorithm, priv, pub any) *testKey {
-	t.Helper()
-	k, err := jwk.FromRaw(pub)
-	if err != nil {
-		t.Fatal(err)
-	}
-	if err := k.Set(jwk.KeyIDKey, kid); err != nil {
-		t.Fatal(err)
-	}
-	if err := k.Set(jwk.AlgorithmKey, alg); err != nil {
-		t.Fatal(err)
-	}
-	if err := k.Set(jwk.KeyUsageKey, "sig"); err != nil {
-		t.Fatal(err)
-	}
-	return &testKey{kid: kid, alg: alg, priv: priv, pub: k}
+	return testutil.KeyFrom(t, alg, kid, priv, pub)
 }
 
 // jwksJSON renders a JWKS holding the public keys.
-func jwksJSON(t testing.TB, keys ...*testKey) []byte {
-	t.Helper()
-	set := jwk.NewSet()
-	for _, k := range keys {
-		if err := set.AddKey(k.pub); err != nil {
-			t.Fatal(err)
-		}
-	}
-	b, err := json.Marshal(set)
-	if err != nil {
-		t.Fatal(err)
-	}
-	return b
-}
+func jwksJSON(t testing.TB, keys ...*testKey) []byte { return testutil.JWKS(t, keys...) }
 
-// sign signs claims with k, setting kid to k.kid unless headers overrides it
+// sign signs claims with k, setting kid to k.Kid unless headers overrides it
 // (a headers value of nil removes the field).
 func sign(t testing.TB, k *testKey, claims map[string]any, headers map[string]any) string {
-	t.Helper()
-	payload, err := json.Marshal(claims)
-	if err != nil {
-		t.Fatal(err)
-	}
-	hdr := jws.NewHeaders()
-	fields := map[string]any{"kid": k.kid, "typ": "JWT"}
-	for name, v := range headers {
-		fields[name] = v
-	}
-	for name, v := range fields {
-		if v == nil {
-			continue
-		}
-		if err := hdr.Set(name, v); err != nil {
-			t.Fatal(err)
-		}
-	}
-	out, err := jws.Sign(payload, jws.WithKey(k.alg, k.priv, jws.WithProtectedHeaders(hdr)))
-	if err != nil {
-		t.Fatal(err)
-	}
-	return string(out)
+	return k.Sign(t, claims, headers)
 }
 
 // rawToken assembles a token from JSON header, payload and raw signature
@@ -231,13 +153,7 @@ func newVerifier(t testing.TB, opts Options) *Verifier {
 // eventually polls cond until it holds or the deadline passes.
 func eventually(t testing.TB, within time.Duration, what string, cond func() bool) {
 	t.Helper()
-	deadline := time.Now().Add(within)
-	for !cond() {
-		if time.Now().After(deadline) {
-			t.Fatalf("timed out after %s waiting for %s", within, what)
-		}
-		time.Sleep(20 * time.Millisecond)
-	}
+	testutil.Eventually(t, within, what, cond)
 }
 
 func waitReady(t testing.TB, v *Verifier) {

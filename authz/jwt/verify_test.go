@@ -78,7 +78,7 @@ func TestHostileTokens(t *testing.T) {
 	valid := sign(t, f.rsa, good(), nil)
 	parts := strings.Split(valid, ".")
 
-	rsaPublicDER, err := x509.MarshalPKIXPublicKey(&f.rsa.priv.(*rsa.PrivateKey).PublicKey)
+	rsaPublicDER, err := x509.MarshalPKIXPublicKey(&f.rsa.Priv.(*rsa.PrivateKey).PublicKey)
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -126,15 +126,15 @@ func TestHostileTokens(t *testing.T) {
 		{"alg None", bearer(rawToken(t, map[string]any{"alg": "None"}, good(), nil)), ErrAlgNotAllowed},
 		{"HS256 with RSA public key PEM as secret", bearer(hs256(rsaPublicPEM)), ErrAlgNotAllowed},
 		{"HS256 with RSA public key DER as secret", bearer(hs256(rsaPublicDER)), ErrAlgNotAllowed},
-		{"alg mismatch with key alg", bearer(sign(t, &testKey{kid: "rsa-1", alg: jwa.PS256, priv: f.rsa.priv}, good(), nil)), ErrAlgNotAllowed},
-		{"alg incompatible with key type", bearer(sign(t, &testKey{kid: "ec-1", alg: jwa.ES384, priv: newECKeyP384(t)}, good(), nil)), ErrAlgNotAllowed},
+		{"alg mismatch with key alg", bearer(sign(t, &testKey{Kid: "rsa-1", Alg: jwa.PS256, Priv: f.rsa.Priv}, good(), nil)), ErrAlgNotAllowed},
+		{"alg incompatible with key type", bearer(sign(t, &testKey{Kid: "ec-1", Alg: jwa.ES384, Priv: newECKeyP384(t)}, good(), nil)), ErrAlgNotAllowed},
 		{"unknown kid", bearer(sign(t, f.ec, good(), map[string]any{"kid": "nope"})), ErrUnknownKey},
 		{"kid with path characters", bearer(sign(t, f.ec, good(), map[string]any{"kid": "../../etc/passwd"})), ErrUnknownKey},
 		{"kid URL", bearer(sign(t, f.ec, good(), map[string]any{"kid": "http://127.0.0.1:1/x"})), ErrUnknownKey},
 		{"no kid, exactly one key usable for ES256", bearer(sign(t, f.ec, good(), map[string]any{"kid": nil})), ""},
 		{"no kid, one of two RSA keys usable for RS256 (other is PS256)", bearer(sign(t, f.rsa, good(), map[string]any{"kid": nil})), ""},
 		{"jku header is ignored", bearer(sign(t, f.other, good(), map[string]any{"kid": "evil", "jku": f.jkuURL})), ErrUnknownKey},
-		{"x5u and jwk headers are ignored", bearer(sign(t, f.other, good(), map[string]any{"x5u": f.jkuURL, "jwk": f.other.pub})), ErrBadSignature},
+		{"x5u and jwk headers are ignored", bearer(sign(t, f.other, good(), map[string]any{"x5u": f.jkuURL, "jwk": f.other.Pub})), ErrBadSignature},
 		{"crit header", bearer(sign(t, f.ec, good(), map[string]any{"crit": []string{"exp"}})), ErrMalformed},
 		{"truncated (two segments)", bearer(parts[0] + "." + parts[1]), ErrMalformed},
 		{"truncated signature", bearer(valid[:len(valid)-10]), ErrBadSignature},
