@@ -73,32 +73,14 @@ func (s *Server) Explain(ctx context.Context, req *authv3.CheckRequest) (*Explan
 	return x, nil
 }
 
-// explain is decide with Explain instead of Decide; keep the two in step.
+// explain is decide with Explain instead of Decide: the same facts and the
+// same answer, plus the steps.
 func (s *Server) explain(ctx context.Context, ex Explainer, req *authv3.CheckRequest, out *outcome, x *Explanation) *authv3.CheckResponse {
-	r, err := newRequest(req, &s.opts.Limits)
-	if err != nil {
-		return s.refuse(err, out)
-	}
-	r.maxParseBody, r.maxJSONDepth = s.opts.MaxParseBodyBytes, s.opts.Limits.MaxJSONDepth
-	out.req = r
-	out.ip = s.opts.ClientIP.Resolve(r.peer, r.headers)
-	if s.opts.Tokens != nil {
-		out.token = s.opts.Tokens.Verify(ctx, jwt.Request{Headers: r.headers, Query: r.query})
+	r, refused := s.establish(ctx, req, out)
+	if refused != nil {
+		return refused
 	}
 	dec, steps, err := ex.Explain(ctx, r.buildFacts(out.ip, out.token), r)
 	x.Steps = steps
-	out.decision.Revision = dec.Revision
-	if err != nil {
-		var ee *policy.EvalError
-		if !errors.As(err, &ee) {
-			return s.refuse(err, out)
-		}
-		out.err, out.reason = err, ee.Reason
-		return s.deny(s.opts.FailStatus, out.reason)
-	}
-	out.decision, out.reason = dec, dec.Reason
-	if dec.Allowed {
-		return s.allow(dec, out.token)
-	}
-	return s.denied(dec)
+	return s.answer(dec, err, out)
 }

@@ -227,9 +227,21 @@ func (s *Server) Check(ctx context.Context, req *authv3.CheckRequest) (resp *aut
 // decide establishes the facts, evaluates the policy and maps its decision;
 // out collects what the decision log needs.
 func (s *Server) decide(ctx context.Context, req *authv3.CheckRequest, out *outcome) *authv3.CheckResponse {
+	r, refused := s.establish(ctx, req, out)
+	if refused != nil {
+		return refused
+	}
+	dec, err := s.opts.Policy.Decide(ctx, r.buildFacts(out.ip, out.token), r)
+	out.lap(stagePolicy)
+	return s.answer(dec, err, out)
+}
+
+// establish reads the request and establishes the facts (client IP, token
+// verdict) into out. A request that cannot be read gets its refusal.
+func (s *Server) establish(ctx context.Context, req *authv3.CheckRequest, out *outcome) (*request, *authv3.CheckResponse) {
 	r, err := newRequest(req, &s.opts.Limits)
 	if err != nil {
-		return s.refuse(err, out)
+		return nil, s.refuse(err, out)
 	}
 	r.maxParseBody, r.maxJSONDepth = s.opts.MaxParseBodyBytes, s.opts.Limits.MaxJSONDepth
 	out.req = r
@@ -239,8 +251,11 @@ func (s *Server) decide(ctx context.Context, req *authv3.CheckRequest, out *outc
 		out.token = s.opts.Tokens.Verify(ctx, jwt.Request{Headers: r.headers, Query: r.query, RawQuery: r.rawQuery})
 		out.lap(stageToken)
 	}
-	dec, err := s.opts.Policy.Decide(ctx, r.buildFacts(out.ip, out.token), r)
-	out.lap(stagePolicy)
+	return r, nil
+}
+
+// answer maps the policy's decision, or its failure, to the CheckResponse.
+func (s *Server) answer(dec policy.Decision, err error, out *outcome) *authv3.CheckResponse {
 	out.decision.Revision = dec.Revision // the revision that evaluated, even on failure
 	if err != nil {
 		var ee *policy.EvalError
