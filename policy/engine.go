@@ -18,7 +18,9 @@ import (
 	"time"
 
 	"github.com/open-policy-agent/opa/v1/ast"
+	"github.com/open-policy-agent/opa/v1/metrics"
 	"github.com/open-policy-agent/opa/v1/rego"
+	"github.com/open-policy-agent/opa/v1/storage"
 	"github.com/open-policy-agent/opa/v1/storage/inmem"
 	"github.com/open-policy-agent/opa/v1/topdown"
 	"github.com/open-policy-agent/opa/v1/topdown/print"
@@ -107,6 +109,8 @@ type revision struct {
 	hash  string
 	query rego.PreparedEvalQuery
 	cidrs *cidrCache
+	// txn is the read transaction every evaluation of the revision uses.
+	txn storage.Transaction
 	// rules is the configured decision compiled natively (nil without
 	// Options.Rules). When native is set, it decides instead of OPA.
 	rules  *native
@@ -243,6 +247,14 @@ func (e *Engine) build(ctx context.Context, current string) (rev *revision, chan
 	// per evaluation, and a list read from data is the same *ast.Array every
 	// time (which is what the CIDR cache keys on).
 	store := inmem.NewFromASTObject(obj)
+	// One read transaction for the revision's life: its store is never
+	// written after this (a reload builds a new store), and reads through an
+	// in-memory read transaction are safe from any goroutine, so no check
+	// pays for opening and closing one.
+	txn, err := store.NewTransaction(ctx)
+	if err != nil {
+		return nil, false, fmt.Errorf("data: %w", err)
+	}
 
 	debug := e.logger.Enabled(ctx, slog.LevelDebug)
 	compiler := newCompiler(e.version, debug, e.allowNet)
@@ -277,7 +289,7 @@ func (e *Engine) build(ctx context.Context, current string) (rev *revision, chan
 	if err != nil {
 		return nil, false, fmt.Errorf("prepare %s: %w", e.decision, withLocations(err))
 	}
-	rev = &revision{hash: hash, query: pq, cidrs: cidrs, need: inputNeed(compiler, len(e.paths) > 0), userModules: src.user, loadedAt: time.Now()}
+	rev = &revision{hash: hash, query: pq, cidrs: cidrs, txn: txn, need: inputNeed(compiler, len(e.paths) > 0), userModules: src.user, loadedAt: time.Now()}
 	if e.rules != nil {
 		if rev.rules, err = compileNative(*e.rules); err != nil {
 			return nil, false, err
@@ -372,11 +384,11 @@ func (e *Engine) evalOpts(ctx context.Context, rev *revision, input ast.Value, e
 	stop := context.AfterFunc(ctx, cancel.Cancel)
 	var rs rego.ResultSet
 	var err error
-	if len(extra) == 0 {
-		rs, err = rev.query.Eval(ctx, rego.EvalParsedInput(input), rego.EvalExternalCancel(cancel))
-	} else {
-		rs, err = rev.query.Eval(ctx, append([]rego.EvalOption{rego.EvalParsedInput(input), rego.EvalExternalCancel(cancel)}, extra...)...)
-	}
+	// Per revision, not per check: the read transaction; and no metrics
+	// map per evaluation (nothing reads OPA's own evaluation metrics).
+	opts := []rego.EvalOption{rego.EvalParsedInput(input), rego.EvalExternalCancel(cancel),
+		rego.EvalTransaction(rev.txn), rego.EvalMetrics(metrics.NoOp())}
+	rs, err = rev.query.Eval(ctx, append(opts, extra...)...)
 	stop()
 	if err != nil {
 		reason := ReasonError
