@@ -330,7 +330,7 @@ type InputBuilder interface {
 func (e *Engine) Decide(ctx context.Context, facts *Facts, input InputBuilder) (Decision, error) {
 	rev := e.current.Load()
 	if rev.native {
-		d := rev.rules.decide(facts)
+		d := rev.rules.decide(facts, nil)
 		d.Revision = rev.hash
 		return d, nil
 	}
@@ -339,7 +339,7 @@ func (e *Engine) Decide(ctx context.Context, facts *Facts, input InputBuilder) (
 		return Decision{Revision: rev.hash}, err
 	}
 	if rev.rules != nil && rev.need.Child(inputKeyGatehouse).Child("decision") != nil {
-		d := rev.rules.decide(facts)
+		d := rev.rules.decide(facts, nil)
 		in.Insert(ast.InternedTerm(inputKeyGatehouse), ast.NewTerm(ast.NewObject(
 			ast.Item(ast.InternedTerm("decision"), ast.NewTerm(d.value())))))
 	}

@@ -147,10 +147,20 @@ func compileHeaderRules(require, deny []HeaderMatch, allow []HeaderValues) (head
 	return hr, nil
 }
 
-// decide is the configured decision for f. It follows
-// policy/rego/gatehouse/authz.rego step by step; keep the two in step (the
-// differential tests fail otherwise).
-func (n *native) decide(f *Facts) Decision {
+// trace records the steps decide takes, for Explain. A nil *trace records
+// nothing and costs nothing: the hot path passes nil, and builds no detail.
+type trace struct{ steps []Step }
+
+func (t *trace) step(name, outcome, detail string) {
+	if t != nil {
+		t.steps = append(t.steps, Step{Name: name, Outcome: outcome, Detail: detail})
+	}
+}
+
+// decide is the configured decision for f, recording its steps in tr when
+// tr is not nil. It follows policy/rego/gatehouse/authz.rego step by step;
+// keep the two in step (the differential tests fail otherwise).
+func (n *native) decide(f *Facts, tr *trace) Decision {
 	host := ""
 	if f.Host != "" {
 		host = normalizeHost(f.Host)
@@ -163,25 +173,56 @@ func (n *native) decide(f *Facts) Decision {
 		for i := range n.scoped {
 			if n.scoped[i].matches(host, lowerPath, ambiguous) {
 				scopes = append(scopes, i)
+				if tr != nil {
+					detail := n.scoped[i].describe()
+					if ambiguous && n.scoped[i].prefix != "" {
+						detail += " (ambiguous path: every path scope applies)"
+					}
+					tr.step("rules_for scope", "applies", detail)
+				}
 			}
 		}
 	}
 
 	// 1. Header deny rules, for everyone.
 	if reason, ok := n.global.denyViolation(f.Headers); ok {
+		tr.step("headers.deny", StepDeny, reason)
 		return n.denied(f, 403, reason, "")
 	}
 	for _, i := range scopes {
 		if reason, ok := n.scoped[i].rules.denyViolation(f.Headers); ok {
+			if tr != nil {
+				tr.step("rules_for "+n.scoped[i].describe()+" deny", StepDeny, reason)
+			}
 			return n.denied(f, 403, reason, "")
 		}
 	}
+	tr.step("headers.deny", StepPass, "")
 	// 2. Trusted client IP (and bypass path).
-	if f.ClientIP.IsValid() && n.trusted.Contains(f.ClientIP) && n.bypassPathOK(f.Path) {
+	switch {
+	case !f.ClientIP.IsValid():
+		tr.step("bypass.trusted_cidrs", StepSkip, "no client IP")
+	case !n.trusted.Contains(f.ClientIP):
+		if tr != nil {
+			tr.step("bypass.trusted_cidrs", StepPass, f.ClientIP.String()+" is not trusted")
+		}
+	case !n.bypassPathOK(f.Path):
+		if tr != nil {
+			tr.step("bypass.paths", StepPass, f.ClientIP.String()+" is trusted but the path is not a bypass path")
+		}
+	default:
+		if tr != nil {
+			tr.step("bypass.trusted_cidrs", StepAllow, f.ClientIP.String()+" is trusted")
+		}
 		return Decision{Allowed: true, Bypass: true, Reason: ReasonTrustedIP}
 	}
 	// 3. Token present and valid.
 	if f.Token == nil {
+		if n.noProviders {
+			tr.step("token", StepDeny, "no JWT providers are configured")
+		} else {
+			tr.step("token", StepDeny, "no token presented")
+		}
 		return n.denied(f, 401, ReasonTokenMissing, "Bearer realm="+quote(realm(host)))
 	}
 	if !f.Token.Valid {
@@ -189,19 +230,27 @@ func (n *native) decide(f *Facts) Decision {
 		if f.Token.Error != "" {
 			reason, desc = "token_"+f.Token.Error, f.Token.Error
 		}
+		tr.step("token", StepDeny, reason)
 		challenge := "Bearer realm=" + quote(realm(host)) + `, error="invalid_token", error_description=` + quote(desc)
 		return n.denied(f, 401, reason, challenge)
 	}
+	tr.step("token", StepPass, "valid")
 	// 4. require / allow_values: global, then each matching scope.
 	if reason, ok := n.global.headerViolation(f.Headers); ok {
+		tr.step("headers.require/allow_values", StepDeny, reason)
 		return n.denied(f, 403, reason, "")
 	}
+	tr.step("headers.require/allow_values", StepPass, "")
 	for _, i := range scopes {
 		if reason, ok := n.scoped[i].rules.headerViolation(f.Headers); ok {
+			if tr != nil {
+				tr.step("rules_for "+n.scoped[i].describe()+" require/allow_values", StepDeny, reason)
+			}
 			return n.denied(f, 403, reason, "")
 		}
 	}
 	// 5. Allowed.
+	tr.step("decision", StepAllow, ReasonTokenValid)
 	return Decision{Allowed: true, Reason: ReasonTokenValid}
 }
 
