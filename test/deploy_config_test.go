@@ -156,7 +156,7 @@ func TestShippedIstioConfig(t *testing.T) {
 					}
 				})
 			}
-			if want := `"client_ip":"` + v.clientIP + `"`; !strings.Contains(g.logText(), want) {
+			if want := `"client_ip":"` + v.clientIP + `"`; !strings.Contains(g.settledLog(t), want) {
 				t.Errorf("the decision log lacks %s:\n%s", want, g.logText())
 			}
 		})

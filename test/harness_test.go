@@ -67,6 +67,28 @@ type gatehouse struct {
 // logText returns everything the server has logged so far.
 func (g *gatehouse) logText() string { return g.log.String() }
 
+// settledLog is the server's log once the decision lines of the checks made
+// so far have been written: the decision log is written on a short tick, so
+// a test that asserts what the log does NOT hold must first wait for what it
+// holds. It waits for at least one decision line and four polls without
+// growth (several of the writer's 20ms ticks).
+func (g *gatehouse) settledLog(t *testing.T) string {
+	t.Helper()
+	prev := ""
+	stable := 0
+	eventually(t, 10*time.Second, "the decision log to be written", func() bool {
+		cur := g.logText()
+		if cur == prev && strings.Contains(cur, `"msg":"decision"`) {
+			stable++
+		} else {
+			stable = 0
+		}
+		prev = cur
+		return stable >= 4
+	})
+	return prev
+}
+
 // startGatehouse runs the server with the config text (written to a temp
 // file; "" for no config) on free loopback ports and waits until it listens:
 // the server writes its bound addresses to --address-file. With waitReady it

@@ -101,7 +101,7 @@ func TestJWTEndToEnd(t *testing.T) {
 			}
 		})
 	}
-	if strings.Contains(g.logText(), valid) || strings.Contains(g.logText(), expired) {
+	if log := g.settledLog(t); strings.Contains(log, valid) || strings.Contains(log, expired) {
 		t.Fatal("a token appeared in the server log")
 	}
 }
