@@ -59,15 +59,51 @@ func cidrs(n int) []string {
 	return append(out[:n-1], "10.0.0.0/8")
 }
 
+// docsPolicy is in the style of OPA's Envoy tutorial (the end-to-end
+// harness's docs scenario runs the same policy).
+const docsPolicy = `package envoy.authz
+
+import input.attributes.request.http as http_request
+
+default allow := false
+
+allow if {
+	http_request.method == "GET"
+	input.parsed_path == ["people"]
+	every lang in object.get(input.parsed_query, "lang", []) {
+		lang in {"en", "fr", "de"}
+	}
+}
+
+allow if {
+	http_request.method == "GET"
+	input.parsed_path = ["people", id]
+	regex.match("^[0-9]+$", id)
+}
+
+allow if {
+	http_request.method == "POST"
+	input.parsed_path == ["people"]
+	is_string(input.parsed_body.firstname)
+	not lower(input.parsed_body.firstname) in {"admin", "root"}
+}
+
+allow := false if http_request.method == "DELETE"
+`
+
 // BenchmarkCheck measures whole Check calls (input building, client IP,
 // policy, response) in process. "baseline" is a policy that is just
 // `allow := true`: compare the others to it as ratios, on the same machine in
 // the same run.
 func BenchmarkCheck(b *testing.B) {
-	dir := b.TempDir()
+	dir, docsDir := b.TempDir(), b.TempDir()
 	if err := os.WriteFile(filepath.Join(dir, "p.rego"), []byte("package envoy.authz\n\nallow := true\n"), 0o644); err != nil {
 		b.Fatal(err)
 	}
+	if err := os.WriteFile(filepath.Join(docsDir, "p.rego"), []byte(docsPolicy), 0o644); err != nil {
+		b.Fatal(err)
+	}
+	docsReq := checkReq("GET", "/people?lang=en&lang=fr&page=2", map[string]string{"user-agent": "curl/8.5", "accept": "*/*", "x-request-id": "3f1c"}, "")
 	req := checkReq("GET", "/orders/42?expand=items", map[string]string{
 		"user-agent": "curl/8.5", "accept": "*/*", "x-request-id": "3f1c", "x-forwarded-proto": "https",
 		"x-tenant-id": "acme", "x-env": "prod",
@@ -95,6 +131,7 @@ func BenchmarkCheck(b *testing.B) {
 		{"default/trusted_ip/10000_cidrs", withBypass(cidrs(10000), config.HeaderRules{}), nil, nil, trustedReq},
 		{"default/untrusted_no_token/10000_cidrs", withBypass(cidrs(10000), config.HeaderRules{}), nil, nil, req},
 		{"default/valid_token/header_rules", withBypass(cidrs(10), headerRules), nil, valid, req},
+		{"custom/docs_policy", config.Default(), []string{docsDir}, nil, docsReq},
 	}
 	for _, tc := range cases {
 		b.Run(tc.name, func(b *testing.B) {

@@ -5,6 +5,7 @@ import (
 
 	"github.com/open-policy-agent/opa/v1/ast"
 	"github.com/open-policy-agent/opa/v1/rego"
+	"github.com/open-policy-agent/opa/v1/topdown"
 	"github.com/open-policy-agent/opa/v1/topdown/builtins"
 	"github.com/open-policy-agent/opa/v1/types"
 
@@ -76,6 +77,22 @@ func (c *cidrCache) Len() int {
 // option registers the built-in on a Rego object with this cache behind it.
 func (c *cidrCache) option() func(*rego.Rego) {
 	return rego.Function2(cidrContainsDecl(), c.contains)
+}
+
+// builtin is the built-in as OPA's evaluator takes it, failing as the rego
+// package's custom functions do: the error is a built-in error prefixed with
+// the function's name, at the call's location.
+func (c *cidrCache) builtin() *topdown.Builtin {
+	return &topdown.Builtin{
+		Decl: cidrContainsBuiltin(),
+		Func: func(bctx topdown.BuiltinContext, operands []*ast.Term, iter func(*ast.Term) error) error {
+			result, err := c.contains(bctx, operands[0], operands[1])
+			if err != nil {
+				return (&topdown.Error{Code: topdown.BuiltinErr, Message: cidrContainsName + ": " + err.Error(), Location: bctx.Location}).Wrap(err)
+			}
+			return iter(result)
+		},
+	}
 }
 
 // contains implements gatehouse.cidr_contains. A list with an entry that is

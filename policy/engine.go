@@ -18,8 +18,6 @@ import (
 	"time"
 
 	"github.com/open-policy-agent/opa/v1/ast"
-	"github.com/open-policy-agent/opa/v1/metrics"
-	"github.com/open-policy-agent/opa/v1/rego"
 	"github.com/open-policy-agent/opa/v1/storage"
 	"github.com/open-policy-agent/opa/v1/storage/inmem"
 	"github.com/open-policy-agent/opa/v1/topdown"
@@ -107,7 +105,7 @@ type Engine struct {
 // revision is one compiled, prepared policy. It is immutable once built.
 type revision struct {
 	hash  string
-	query rego.PreparedEvalQuery
+	query *query
 	cidrs *cidrCache
 	// txn is the read transaction every evaluation of the revision uses.
 	txn storage.Transaction
@@ -270,26 +268,25 @@ func (e *Engine) build(ctx context.Context, current string) (rev *revision, chan
 	}
 
 	cidrs := newCIDRCache()
-	options := []func(*rego.Rego){
-		rego.ParsedQuery(ast.NewBody(ast.NewExpr(ast.NewTerm(e.decision)))),
-		rego.Compiler(compiler),
-		rego.Store(store),
-		cidrs.option(),
+	qo := queryOptions{
+		decision: e.decision,
+		compiler: compiler,
+		store:    store,
+		txn:      txn,
+		builtins: map[string]*topdown.Builtin{cidrContainsName: cidrs.builtin()},
 		// As in OPA and OPA-Envoy, a built-in error makes its expression
 		// undefined unless strict mode is on; then it fails the evaluation
 		// (ReasonError, deny).
-		rego.StrictBuiltinErrors(e.strict),
-		// Keep the result as an AST value; parseResult reads it directly.
-		rego.GenerateJSON(func(t *ast.Term, _ *rego.EvalContext) (any, error) { return t.Value, nil }),
+		strict: e.strict,
 	}
 	if debug {
-		options = append(options, rego.EnablePrintStatements(true), rego.PrintHook(printLogger{e.logger}))
+		qo.printHook = printLogger{e.logger}
 	}
-	pq, err := rego.New(options...).PrepareForEval(ctx)
+	q, err := prepareQuery(qo)
 	if err != nil {
 		return nil, false, fmt.Errorf("prepare %s: %w", e.decision, withLocations(err))
 	}
-	rev = &revision{hash: hash, query: pq, cidrs: cidrs, txn: txn, need: inputNeed(compiler, len(e.paths) > 0), userModules: src.user, loadedAt: time.Now()}
+	rev = &revision{hash: hash, query: q, cidrs: cidrs, txn: txn, need: inputNeed(compiler, len(e.paths) > 0), userModules: src.user, loadedAt: time.Now()}
 	if e.rules != nil {
 		if rev.rules, err = compileNative(*e.rules); err != nil {
 			return nil, false, err
@@ -360,16 +357,16 @@ func (e *Engine) Eval(ctx context.Context, input ast.Value) (Decision, error) {
 }
 
 func (e *Engine) eval(ctx context.Context, rev *revision, input ast.Value) (Decision, error) {
-	d, err := e.evalOpts(ctx, rev, input)
+	d, err := e.evalOpts(ctx, rev, input, nil)
 	if err != nil {
 		e.stats.evalFailed(err)
 	}
 	return d, err
 }
 
-// evalOpts evaluates rev's query for input; extra options (a tracer) are
-// passed to OPA.
-func (e *Engine) evalOpts(ctx context.Context, rev *revision, input ast.Value, extra ...rego.EvalOption) (Decision, error) {
+// evalOpts evaluates rev's query for input; tracer, when not nil, receives
+// OPA's trace events (Explain).
+func (e *Engine) evalOpts(ctx context.Context, rev *revision, input ast.Value, tracer topdown.QueryTracer) (Decision, error) {
 	if err := ctx.Err(); err != nil {
 		return Decision{Revision: rev.hash}, &EvalError{Reason: ctxReason(err), Err: err}
 	}
@@ -378,17 +375,10 @@ func (e *Engine) evalOpts(ctx context.Context, rev *revision, input ast.Value, e
 		ctx, cancel = context.WithTimeout(ctx, e.timeout)
 		defer cancel()
 	}
-	// Cancel through a callback rather than the goroutine rego starts per
-	// evaluation when no external cancel is given.
+	// Cancel through a callback rather than a goroutine per evaluation.
 	cancel := topdown.NewCancel()
 	stop := context.AfterFunc(ctx, cancel.Cancel)
-	var rs rego.ResultSet
-	var err error
-	// Per revision, not per check: the read transaction; and no metrics
-	// map per evaluation (nothing reads OPA's own evaluation metrics).
-	opts := []rego.EvalOption{rego.EvalParsedInput(input), rego.EvalExternalCancel(cancel),
-		rego.EvalTransaction(rev.txn), rego.EvalMetrics(metrics.NoOp())}
-	rs, err = rev.query.Eval(ctx, append(opts, extra...)...)
+	value, defined, err := rev.query.eval(ctx, input, cancel, tracer)
 	stop()
 	if err != nil {
 		reason := ReasonError
@@ -398,18 +388,9 @@ func (e *Engine) evalOpts(ctx context.Context, rev *revision, input ast.Value, e
 		}
 		return Decision{Revision: rev.hash}, &EvalError{Reason: reason, Err: err}
 	}
-	switch {
-	case len(rs) == 0:
+	if !defined {
 		return Decision{Revision: rev.hash}, &EvalError{Reason: ReasonUndefined,
 			Err: fmt.Errorf("%s is undefined", e.decision)}
-	case len(rs) > 1 || len(rs[0].Expressions) != 1:
-		return Decision{Revision: rev.hash}, &EvalError{Reason: ReasonError,
-			Err: fmt.Errorf("%s: %d results, want one", e.decision, len(rs))}
-	}
-	value, ok := rs[0].Expressions[0].Value.(ast.Value)
-	if !ok {
-		return Decision{Revision: rev.hash}, &EvalError{Reason: ReasonError,
-			Err: fmt.Errorf("%s: result is %T, not an AST value", e.decision, rs[0].Expressions[0].Value)}
 	}
 	d, err := parseResult(value)
 	if err != nil {

@@ -7,7 +7,6 @@ import (
 	"strings"
 
 	"github.com/open-policy-agent/opa/v1/ast"
-	"github.com/open-policy-agent/opa/v1/rego"
 	"github.com/open-policy-agent/opa/v1/topdown"
 )
 
@@ -60,7 +59,7 @@ func (e *Engine) Explain(ctx context.Context, facts *Facts, input InputBuilder) 
 			ast.Item(ast.InternedTerm("decision"), ast.NewTerm(d.value())))))
 	}
 	tracer := topdown.NewBufferTracer()
-	d, err := e.evalOpts(ctx, rev, in, rego.EvalQueryTracer(tracer))
+	d, err := e.evalOpts(ctx, rev, in, tracer)
 	return d, traceSteps(*tracer), err
 }
 

@@ -40,6 +40,7 @@ type settings struct {
 	scenarios string // comma-separated name filter; "" runs all
 	jsonPath  string
 	opaEnvoy  string
+	profile   string // directory for Gatehouse's CPU profiles; "" takes none
 }
 
 func main() {
@@ -99,6 +100,7 @@ func parseSettings(args []string, getenv func(string) string) (settings, error) 
 	fs.StringVar(&s.scenarios, "scenarios", envStr("BENCH_SCENARIOS", ""), "comma-separated scenario names (or their prefixes) to run, e.g. 'warm,docs,memory' (BENCH_SCENARIOS; default all)")
 	fs.StringVar(&s.jsonPath, "json", envStr("BENCH_JSON", "bin/bench.json"), "write the results as JSON to `file` (BENCH_JSON), relative to the repository")
 	fs.StringVar(&s.opaEnvoy, "opa-envoy", envStr("OPA_ENVOY", ""), "OPA-Envoy `binary` to run beside Gatehouse (OPA_ENVOY)")
+	fs.StringVar(&s.profile, "profile", envStr("BENCH_PROFILE", ""), "write Gatehouse's CPU profile of each timed run into `dir` (BENCH_PROFILE); profiling costs CPU, so ratios of such a run are not figures")
 	if len(errs) > 0 {
 		return s, errors.Join(errs...)
 	}

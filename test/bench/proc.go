@@ -102,6 +102,7 @@ func freeAddr() (string, error) {
 type server struct {
 	name    string
 	addr    string // ext_authz gRPC
+	ops     string // Gatehouse's ops listener (pprof with -profile); "" for the others
 	cmd     *exec.Cmd
 	logPath string
 	exited  chan struct{}

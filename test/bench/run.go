@@ -3,6 +3,8 @@ package main
 import (
 	"context"
 	"fmt"
+	"io"
+	"net/http"
 	"os"
 	"path/filepath"
 	"strings"
@@ -44,12 +46,12 @@ func runScenario(ctx context.Context, s settings, work string, bins map[string]s
 	for round := 1; round <= rounds; round++ {
 		for _, name := range names {
 			fmt.Fprintf(os.Stderr, "bench: %-20s %-10s round %d ", sc.name, name, round)
-			srv, err := startFor(ctx, name, dir, bins, sc)
+			srv, err := startFor(ctx, name, dir, bins, sc, s.profile != "")
 			if err != nil {
 				fmt.Fprintln(os.Stderr)
 				return rows, err
 			}
-			r := measure(ctx, s, srv, sc)
+			r := measure(ctx, s, srv, sc, round)
 			r.Round = round
 			srv.stop()
 			fmt.Fprintf(os.Stderr, "%8.0f checks/s %7.1f µs CPU/check %s\n", r.PerSecond, r.CPUMicros, r.Problem)
@@ -64,7 +66,7 @@ func runScenario(ctx context.Context, s settings, work string, bins map[string]s
 
 // startFor writes the server's configuration for the scenario, starts it and
 // waits until it is ready.
-func startFor(ctx context.Context, name, dir string, bins map[string]string, sc scenario) (*server, error) {
+func startFor(ctx context.Context, name, dir string, bins map[string]string, sc scenario, pprof bool) (*server, error) {
 	addr, err := freeAddr()
 	if err != nil {
 		return nil, err
@@ -80,7 +82,11 @@ func startFor(ctx context.Context, name, dir string, bins map[string]string, sc 
 	case serverNoop:
 		args, ready = []string{"--addr", addr}, grpcHealthy(addr)
 	case serverGatehouse:
-		if err := writeFiles(dir, map[string]string{"gatehouse.yaml": sc.gatehouse}, sc.policyFiles); err != nil {
+		cfg := sc.gatehouse
+		if pprof {
+			cfg += "ops:\n  pprof: true\n"
+		}
+		if err := writeFiles(dir, map[string]string{"gatehouse.yaml": cfg}, sc.policyFiles); err != nil {
 			return nil, err
 		}
 		// The admin listener on a free port: its default (127.0.0.1:9192)
@@ -109,6 +115,9 @@ func startFor(ctx context.Context, name, dir string, bins map[string]string, sc 
 		srv.stop()
 		return nil, err
 	}
+	if name == serverGatehouse && pprof {
+		srv.ops = httpAddr
+	}
 	return srv, nil
 }
 
@@ -130,7 +139,7 @@ func writeFiles(dir string, sets ...map[string]string) error {
 
 // measure checks that the server answers the scenario's request as expected,
 // warms it up, then times a run while reading the server's CPU time.
-func measure(ctx context.Context, s settings, srv *server, sc scenario) row {
+func measure(ctx context.Context, s settings, srv *server, sc scenario, round int) row {
 	r := row{Scenario: sc.name, Server: srv.name}
 	want := sc.want
 	if srv.name == serverNoop {
@@ -161,13 +170,26 @@ func measure(ctx context.Context, s settings, srv *server, sc scenario) row {
 	}
 	var cpu0, cpu1 time.Duration
 	var cpuErr error
-	opts.Started = func() { cpu0, cpuErr = cpuTime(srv.pid()) }
+	var profiled chan error
+	opts.Started = func() {
+		cpu0, cpuErr = cpuTime(srv.pid())
+		if srv.ops != "" && !sc.fixedCount {
+			profiled = make(chan error, 1)
+			name := fmt.Sprintf("%s-round%d.pprof", strings.ReplaceAll(sc.name, " ", "-"), round)
+			go func() { profiled <- cpuProfile(ctx, srv.ops, s.duration, filepath.Join(s.profile, name)) }()
+		}
+	}
 	opts.Finished = func() {
 		if cpuErr == nil {
 			cpu1, cpuErr = cpuTime(srv.pid())
 		}
 	}
 	res, err := loadgen.Run(ctx, opts)
+	if profiled != nil {
+		if err := <-profiled; err != nil {
+			fmt.Fprintf(os.Stderr, "bench: profile of %s: %v\n", sc.name, err)
+		}
+	}
 	if err != nil {
 		r.Problem = fmt.Sprintf("run: %v", err)
 		return r
@@ -210,4 +232,34 @@ func probe(ctx context.Context, addr string, req *authv3.CheckRequest) (int, err
 		return 0, err
 	}
 	return loadgen.Outcome(resp), nil
+}
+
+// cpuProfile saves the CPU profile of the next d (whole seconds, at least
+// one) from Gatehouse's pprof endpoint on opsAddr into path.
+func cpuProfile(ctx context.Context, opsAddr string, d time.Duration, path string) error {
+	secs := max(int(d/time.Second), 1)
+	req, err := http.NewRequestWithContext(ctx, http.MethodGet, fmt.Sprintf("http://%s/debug/pprof/profile?seconds=%d", opsAddr, secs), nil)
+	if err != nil {
+		return err
+	}
+	resp, err := http.DefaultClient.Do(req)
+	if err != nil {
+		return err
+	}
+	defer resp.Body.Close()
+	if resp.StatusCode != http.StatusOK {
+		return fmt.Errorf("pprof answered %s", resp.Status)
+	}
+	if err := os.MkdirAll(filepath.Dir(path), 0o755); err != nil {
+		return err
+	}
+	f, err := os.Create(path)
+	if err != nil {
+		return err
+	}
+	if _, err := io.Copy(f, resp.Body); err != nil {
+		f.Close()
+		return err
+	}
+	return f.Close()
 }
