@@ -36,6 +36,12 @@ type Ops struct {
 	// that get their own value of gatehouse_decisions_total's reason label;
 	// later ones count as "other". Default 64.
 	MaxReasonLabels int `yaml:"max_reason_labels"`
+	// GCMinHeapMiB is the garbage collector's minimum heap goal in MiB: while
+	// the live heap is small, collections wait until the heap reaches it
+	// instead of twice the live heap (internal/gctune). 0 leaves the Go
+	// runtime's default; a GOGC environment variable overrides it. Default
+	// DefaultGCMinHeapMiB.
+	GCMinHeapMiB *int `yaml:"gc_min_heap_mib"`
 }
 
 // Limits bound what one request can make Gatehouse do; 0 means the default

@@ -171,6 +171,7 @@ func TestParseErrors(t *testing.T) {
 		{"bad shadow decision", "policy:\n  shadow:\n    decision: \"a b\"\n", []string{"policy.shadow.decision", "envoy/authz/allow"}},
 		{"negative shadow queue", "policy:\n  shadow:\n    queue_size: -1\n", []string{"policy.shadow.queue_size"}},
 		{"negative reason labels", "ops:\n  max_reason_labels: -1\n", []string{"ops.max_reason_labels"}},
+		{"negative gc floor", "ops:\n  gc_min_heap_mib: -1\n", []string{"ops.gc_min_heap_mib", "0 to leave"}},
 		{"unknown ops key", "ops:\n  profiling: true\n", []string{`unknown key "profiling" under ops`, "pprof"}},
 	}
 	for _, tc := range cases {

@@ -28,6 +28,9 @@ const (
 	DefaultHTTPMaxConns    = 64
 	DefaultShutdownGrace   = 15 * time.Second
 	DefaultAdminAddr       = "127.0.0.1:9192"
+	// DefaultGCMinHeapMiB is ops.gc_min_heap_mib's default
+	// (docs/performance.md has the measurements behind it).
+	DefaultGCMinHeapMiB = 32
 )
 
 // Default returns the configuration used when no file is given.
@@ -76,6 +79,9 @@ func (c *Config) applyDefaults() {
 	}
 	if c.Policy.Shadow.Sample == nil {
 		c.Policy.Shadow.Sample = ptr(1.0)
+	}
+	if c.Ops.GCMinHeapMiB == nil {
+		c.Ops.GCMinHeapMiB = ptr(DefaultGCMinHeapMiB)
 	}
 }
 
@@ -472,6 +478,9 @@ func (c *Config) validateObservability() error {
 	}
 	if c.Ops.MaxReasonLabels < 0 {
 		return fmt.Errorf("ops.max_reason_labels: must not be negative (0 means the default, 64)")
+	}
+	if m := c.Ops.GCMinHeapMiB; m != nil && (*m < 0 || *m > 1<<20) {
+		return fmt.Errorf("ops.gc_min_heap_mib: %d is not a size; write a number of MiB such as %d, or 0 to leave the Go runtime's default", *m, DefaultGCMinHeapMiB)
 	}
 	sh := c.Policy.Shadow
 	for i, p := range sh.Paths {

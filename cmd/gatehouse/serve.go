@@ -175,6 +175,7 @@ func serve(ctx context.Context, cfg *config.Config, opts serveOptions, logger *s
 		return err
 	}
 	defer p.tokens.Close()
+	defer startGCTuner(cfg, logger).Stop()
 
 	grpcLis, err := net.Listen("tcp", cfg.Listen.GRPC)
 	if err != nil {
