@@ -435,8 +435,9 @@ func multipartValue(contentType string, body []byte, maxDepth int) (ast.Value, e
 // tokenValue is input.jwt: {valid, provider, claims, error}.
 func tokenValue(tok *jwt.Result) (ast.Value, error) {
 	var claims ast.Value = ast.NewObject()
-	if tok.Claims != nil {
-		v, err := ast.InterfaceToValue(tok.Claims)
+	if len(tok.Claims) > 0 {
+		// Numbers keep the token's digits (json.Number), not float64's.
+		v, err := ast.ValueFromReader(bytes.NewReader(tok.Claims))
 		if err != nil {
 			return nil, fmt.Errorf("token claims: %w", err)
 		}

@@ -148,7 +148,7 @@ var diffRules = policy.Rules{
 
 func TestNativeMatchesRegoTable(t *testing.T) {
 	shim := regoShim(t)
-	valid := &gjwt.Result{Valid: true, Provider: "corp", Claims: map[string]any{"sub": "alice"}, Headers: []gjwt.Header{{Key: "x-jwt-sub", Value: "alice"}}}
+	valid := &gjwt.Result{Valid: true, Provider: "corp", Claims: []byte(`{"sub": "alice"}`), Headers: []gjwt.Header{{Key: "x-jwt-sub", Value: "alice"}}}
 	expired := &gjwt.Result{Provider: "corp", Error: "expired"}
 	oddError := &gjwt.Result{Error: `we"ird\<err>`}
 	bypassPaths := diffRules

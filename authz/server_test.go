@@ -315,7 +315,7 @@ func (f fixedTokens) IdentityHeaders() []string                         { return
 
 func TestIdentityHeaders(t *testing.T) {
 	dir := policyDir(t, map[string]string{"p.rego": "package envoy.authz\n\nallow := {\"allowed\": true, \"headers\": {\"x-jwt-sub\": \"forged-by-policy\"}}\n"})
-	valid := &gjwt.Result{Valid: true, Provider: "corp", Claims: map[string]any{"sub": "alice"},
+	valid := &gjwt.Result{Valid: true, Provider: "corp", Claims: []byte(`{"sub": "alice"}`),
 		Headers: []gjwt.Header{{Key: "x-jwt-sub", Value: "alice"}}, RemoveHeaders: []string{"authorization"}}
 	c := startServer(t, policy.Options{Paths: []string{dir}}, Options{Tokens: fixedTokens{valid}})
 	resp := check(t, c, checkReq("GET", "/", map[string]string{"x-jwt-sub": "mallory", "x-jwt-payload": "forged"}, ""))

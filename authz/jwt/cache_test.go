@@ -2,6 +2,7 @@ package jwt
 
 import (
 	"context"
+	"encoding/json"
 	"net/http"
 	"sync/atomic"
 	"testing"
@@ -40,7 +41,8 @@ func TestCacheHitSkipsVerification(t *testing.T) {
 	if s := v.Stats(); s.CacheHits != 1 || s.CacheMisses != 1 {
 		t.Fatalf("after second verify: hits=%d misses=%d, want 1/1", s.CacheHits, s.CacheMisses)
 	}
-	if second.Claims["sub"] != "alice" || second.Provider != "corp" {
+	var claims struct{ Sub string }
+	if err := json.Unmarshal(second.Claims, &claims); err != nil || claims.Sub != "alice" || second.Provider != "corp" {
 		t.Fatalf("cached result = %+v", second)
 	}
 

@@ -11,6 +11,7 @@ package jwt
 import (
 	"context"
 	"crypto/sha256"
+	"encoding/json"
 	"log/slog"
 	"net/http"
 	"sort"
@@ -184,9 +185,12 @@ type Request struct {
 type Result struct {
 	Valid    bool
 	Provider string
-	// Claims are the verified claims as JSON-compatible Go values (string,
-	// float64, bool, nil, []any, map[string]any); nil for invalid tokens.
-	Claims map[string]any
+	// Claims are the verified claims: the token's JSON payload, exactly as
+	// signed (a JSON object without duplicated top-level names); nil for
+	// invalid tokens. Kept as JSON rather than decoded: the verified-token
+	// cache holds it for every entry, and only a policy that reads the
+	// claims (input.jwt) pays for decoding them.
+	Claims json.RawMessage
 	// Error is "" when Valid, otherwise one of the Err* constants.
 	Error string
 	// Detail explains Error for logs; it never contains the token.

@@ -268,7 +268,7 @@ func endObject(dec *json.Decoder) error {
 // verified is a token that passed every check: what the cache holds.
 type verified struct {
 	provider   *provider
-	claims     map[string]any
+	claims     json.RawMessage // the payload: a fraction of the decoded map's memory
 	headers    []Header
 	thumbprint thumbprint // of the key that verified it
 	expiresAt  time.Time  // exp + clock skew
@@ -321,7 +321,7 @@ func (v *Verifier) verifyToken(ctx context.Context, p *provider, t *parsedToken,
 	}
 	return &verified{
 		provider:   p,
-		claims:     t.claims,
+		claims:     t.payload,
 		headers:    p.identityHeaders(t.claims, t.payload),
 		thumbprint: key.thumbprint,
 		expiresAt:  expiresAt,
