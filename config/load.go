@@ -30,7 +30,7 @@ const (
 	DefaultAdminAddr       = "127.0.0.1:9192"
 	// DefaultGCMinHeapMiB is ops.gc_min_heap_mib's default
 	// (docs/performance.md has the measurements behind it).
-	DefaultGCMinHeapMiB = 32
+	DefaultGCMinHeapMiB = 24
 )
 
 // Default returns the configuration used when no file is given.
