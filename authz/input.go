@@ -54,6 +54,10 @@ type request struct {
 	// input's attributes must carry them too (policies read them there).
 	rebuilt bool
 
+	// plans is the server's cache of input.attributes plans; nil builds
+	// the plan on each BuildInput.
+	plans *plans
+
 	// Facts established by the server, for the policy.
 	facts        policy.Facts
 	tokenFacts   policy.TokenFacts
@@ -196,29 +200,39 @@ var versionValue = ast.MustParseTerm(`{"ext_authz": "v3", "encoding": "protojson
 // is one, read or not, so that an unparsable body answers 400 under every
 // policy, as in OPA-Envoy.
 func (r *request) BuildInput(need *policy.Need) (ast.Object, error) {
-	in := ast.NewObject()
+	// The items are gathered first and the object built at once: one block
+	// for its elements instead of an allocation per Insert.
+	var buf [16][2]*ast.Term
+	items := buf[:0]
+	add := func(key string, t *ast.Term) { items = append(items, [2]*ast.Term{ast.InternedTerm(key), t}) }
 	if n := need.Child("attributes"); n != nil && r.check.GetAttributes() != nil {
-		attrs := prunedMessageValue(r.check.GetAttributes().ProtoReflect(), n).(ast.Object)
+		var plan *msgPlan
+		if r.plans != nil {
+			plan = r.plans.attributes(n)
+		} else {
+			plan = newMsgPlan(attributesDescriptor, n)
+		}
+		attrs := plan.value(r.check.GetAttributes().ProtoReflect()).(ast.Object)
 		if r.rebuilt && n.Child("request").Child("http").Child("headers") != nil {
 			replaceHeaders(attrs, r.headers)
 		}
-		in.Insert(ast.InternedTerm("attributes"), ast.NewTerm(attrs))
+		add("attributes", ast.NewTerm(attrs))
 	}
 	if need.Child("version") != nil {
-		in.Insert(ast.InternedTerm("version"), versionValue)
+		add("version", versionValue)
 	}
 	if need.Child("parsed_path") != nil {
-		in.Insert(ast.InternedTerm("parsed_path"), ast.NewTerm(parsedPath(r.path)))
+		add("parsed_path", ast.NewTerm(parsedPath(r.path)))
 	}
 	if need.Child("parsed_query") != nil {
-		in.Insert(ast.InternedTerm("parsed_query"), ast.NewTerm(stringsMap(r.query)))
+		add("parsed_query", ast.NewTerm(stringsMap(r.query)))
 	}
 	if need.Child("request_path") != nil {
-		in.Insert(ast.InternedTerm("request_path"), ast.StringTerm(r.rawPath))
+		add("request_path", ast.StringTerm(r.rawPath))
 	}
 	truncated := r.truncated()
 	if need.Child("truncated_body") != nil {
-		in.Insert(ast.InternedTerm("truncated_body"), ast.InternedTerm(truncated))
+		add("truncated_body", ast.InternedTerm(truncated))
 	}
 	// Parsing costs many times the body's size in memory: bodies over the
 	// limit are left unparsed (parsed_body absent), like a truncated one.
@@ -228,29 +242,29 @@ func (r *request) BuildInput(need *policy.Need) (ast.Object, error) {
 			return nil, err
 		}
 		if body != nil && need.Child("parsed_body") != nil {
-			in.Insert(ast.InternedTerm("parsed_body"), ast.NewTerm(body))
+			add("parsed_body", ast.NewTerm(body))
 		}
 	}
 	if p := r.check.GetAttributes().GetSource().GetPrincipal(); p != "" && need.Child("source_principal") != nil {
-		in.Insert(ast.InternedTerm("source_principal"), ast.StringTerm(p))
+		add("source_principal", ast.StringTerm(p))
 	}
 	if need.Child("client_ip") != nil {
-		in.Insert(ast.InternedTerm("client_ip"), ast.StringTerm(r.ip.ClientIP()))
+		add("client_ip", ast.StringTerm(r.ip.ClientIP()))
 	}
 	if need.Child("client_ip_source") != nil {
-		in.Insert(ast.InternedTerm("client_ip_source"), ast.StringTerm(r.ip.Source))
+		add("client_ip_source", ast.StringTerm(r.ip.Source))
 	}
 	if r.ip.Fallback != "" && need.Child("client_ip_fallback") != nil {
-		in.Insert(ast.InternedTerm("client_ip_fallback"), ast.StringTerm(r.ip.Fallback))
+		add("client_ip_fallback", ast.StringTerm(r.ip.Fallback))
 	}
 	if r.token != nil && need.Child("jwt") != nil {
 		jv, err := tokenValue(r.token)
 		if err != nil {
 			return nil, err
 		}
-		in.Insert(ast.InternedTerm("jwt"), ast.NewTerm(jv))
+		add("jwt", ast.NewTerm(jv))
 	}
-	return in, nil
+	return ast.NewObject(items...), nil
 }
 
 // buildFacts fills r.facts from what the server established.
@@ -307,15 +321,15 @@ func parsedPath(path string) ast.Value {
 }
 
 func stringsMap(m map[string][]string) ast.Value {
-	obj := ast.NewObject()
+	items := make([][2]*ast.Term, 0, len(m))
 	for k, vs := range m {
 		terms := make([]*ast.Term, len(vs))
 		for i, v := range vs {
 			terms[i] = ast.StringTerm(v)
 		}
-		obj.Insert(ast.StringTerm(k), ast.ArrayTerm(terms...))
+		items = append(items, [2]*ast.Term{ast.StringTerm(k), ast.ArrayTerm(terms...)})
 	}
-	return obj
+	return ast.NewObject(items...)
 }
 
 // truncated reports a partial body: Envoy says so, or content-length is

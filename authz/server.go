@@ -139,6 +139,7 @@ type Server struct {
 	authv3.UnimplementedAuthorizationServer
 	opts           Options
 	identityHeader []string
+	plans          plans
 }
 
 var _ authv3.AuthorizationServer = (*Server)(nil)
@@ -244,6 +245,7 @@ func (s *Server) establish(ctx context.Context, req *authv3.CheckRequest, out *o
 		return nil, s.refuse(err, out)
 	}
 	r.maxParseBody, r.maxJSONDepth = s.opts.MaxParseBodyBytes, s.opts.Limits.MaxJSONDepth
+	r.plans = &s.plans
 	out.req = r
 	out.ip = s.opts.ClientIP.Resolve(r.peer, r.headers)
 	out.lap(stageClientIP)
