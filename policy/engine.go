@@ -115,6 +115,9 @@ type revision struct {
 	native bool
 	// need is the part of the input the policy can read.
 	need *Need
+	// network: the modules call network built-ins, which wait on the
+	// evaluation's context (evalOpts gives it the deadline).
+	network bool
 	// userModules counts the modules read from policy.paths.
 	userModules int
 	// loadedAt is when this revision was built.
@@ -286,7 +289,7 @@ func (e *Engine) build(ctx context.Context, current string) (rev *revision, chan
 	if err != nil {
 		return nil, false, fmt.Errorf("prepare %s: %w", e.decision, withLocations(err))
 	}
-	rev = &revision{hash: hash, query: q, cidrs: cidrs, txn: txn, need: inputNeed(compiler, len(e.paths) > 0), userModules: src.user, loadedAt: time.Now()}
+	rev = &revision{hash: hash, query: q, cidrs: cidrs, txn: txn, need: inputNeed(compiler, len(e.paths) > 0), network: len(networkCalls(src.modules)) > 0, userModules: src.user, loadedAt: time.Now()}
 	if e.rules != nil {
 		if rev.rules, err = compileNative(*e.rules); err != nil {
 			return nil, false, err
@@ -370,19 +373,26 @@ func (e *Engine) evalOpts(ctx context.Context, rev *revision, input ast.Value, t
 	if err := ctx.Err(); err != nil {
 		return Decision{Revision: rev.hash}, &EvalError{Reason: ctxReason(err), Err: err}
 	}
+	var deadline time.Time
 	if e.timeout > 0 {
-		var cancel context.CancelFunc
-		ctx, cancel = context.WithTimeout(ctx, e.timeout)
-		defer cancel()
+		deadline = time.Now().Add(e.timeout)
+		if rev.network {
+			// A built-in waiting on the network makes no cancellation
+			// checks: it must see the deadline in its context.
+			var cancel context.CancelFunc
+			ctx, cancel = context.WithDeadline(ctx, deadline)
+			defer cancel()
+		}
 	}
-	// Cancel through a callback rather than a goroutine per evaluation.
-	cancel := topdown.NewCancel()
-	stop := context.AfterFunc(ctx, cancel.Cancel)
+	cancel := newEvalCancel(ctx, deadline)
 	value, defined, err := rev.query.eval(ctx, input, cancel, tracer)
-	stop()
 	if err != nil {
 		reason := ReasonError
-		if ctxErr := ctx.Err(); ctxErr != nil {
+		switch ctxErr := ctx.Err(); {
+		case cancel.TimedOut():
+			reason = ReasonTimeout
+			err = fmt.Errorf("%w: %w", context.DeadlineExceeded, err)
+		case ctxErr != nil:
 			reason = ctxReason(ctxErr)
 			err = fmt.Errorf("%w: %w", ctxErr, err)
 		}

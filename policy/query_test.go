@@ -4,8 +4,11 @@ import (
 	"context"
 	"errors"
 	"fmt"
+	"net/http"
+	"net/http/httptest"
 	"strings"
 	"testing"
+	"time"
 
 	"github.com/open-policy-agent/opa/v1/ast"
 	"github.com/open-policy-agent/opa/v1/rego"
@@ -251,5 +254,48 @@ func TestVCache(t *testing.T) {
 	}
 	if v, _ := c.Get(ast.Ref{ast.DefaultRootDocument, ast.StringTerm("f"), ast.IntNumberTerm(7)}); v != nil {
 		t.Fatal("a reused cache kept an indexed entry")
+	}
+}
+
+// TestEvalTimeoutReachesNetworkCalls: a built-in blocked on the network
+// makes no cancellation checks, so a policy that calls one gets the
+// evaluation's deadline in the built-in's context.
+func TestEvalTimeoutReachesNetworkCalls(t *testing.T) {
+	slow := httptest.NewServer(http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+		select {
+		case <-r.Context().Done():
+		case <-time.After(10 * time.Second):
+		}
+	}))
+	defer slow.Close()
+	e, _ := newTestEngine(t, map[string]string{"policy.rego": `package envoy.authz
+
+allow if http.send({"method": "GET", "url": input.url, "timeout": "30s", "raise_error": true}).status_code == 200
+`}, Options{EvalTimeout: 200 * time.Millisecond, AllowNet: []string{"127.0.0.1"}})
+	start := time.Now()
+	_, err := e.Eval(context.Background(), mustInput(t, `{"url": "`+slow.URL+`"}`))
+	if evalReason(t, err) != ReasonTimeout {
+		t.Fatalf("err = %v, want %s", err, ReasonTimeout)
+	}
+	if elapsed := time.Since(start); elapsed > 5*time.Second {
+		t.Fatalf("the call ran %s, past the 200ms evaluation timeout", elapsed)
+	}
+}
+
+// TestEvalStopsWhenTheClientCancels: a request given up on mid-evaluation
+// stops the evaluation.
+func TestEvalStopsWhenTheClientCancels(t *testing.T) {
+	e, _ := newTestEngine(t, map[string]string{"policy.rego": `package envoy.authz
+
+allow if {
+	some i in numbers.range(1, 100000000)
+	i < 0
+}
+`}, Options{EvalTimeout: -1})
+	ctx, cancel := context.WithCancel(context.Background())
+	time.AfterFunc(100*time.Millisecond, cancel)
+	_, err := e.Eval(ctx, mustInput(t, `{}`))
+	if evalReason(t, err) != ReasonError || !errors.Is(err, context.Canceled) {
+		t.Fatalf("err = %v, want a cancelled evaluation", err)
 	}
 }
