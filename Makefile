@@ -83,8 +83,10 @@ FUZZ_NATIVE     ?= 5000x
 FUZZ_MATCHER    ?= 20000x
 FUZZ_JSON       ?= 80000x
 FUZZ_SUBREQUEST ?= 40000x
+FUZZ_PARSE      ?= 60000x
 fuzz:
 	$(GO) test -run '^$$' -fuzz '^FuzzVerify$$' -fuzztime $(FUZZ_VERIFY) ./authz/jwt/
+	$(GO) test -run '^$$' -fuzz '^FuzzParseFast$$' -fuzztime $(FUZZ_PARSE) ./authz/jwt/
 	$(GO) test -run '^$$' -fuzz '^FuzzResolve$$' -fuzztime $(FUZZ_RESOLVE) ./authz/clientip/
 	$(GO) test -run '^$$' -fuzz '^FuzzCheck$$' -fuzztime $(FUZZ_CHECK) ./authz/
 	$(GO) test -run '^$$' -fuzz '^FuzzNativeMatchesRego$$' -fuzztime $(FUZZ_NATIVE) ./authz/

@@ -2,7 +2,9 @@ package jwt
 
 import (
 	"context"
+	"encoding/json"
 	"net/url"
+	"reflect"
 	"slices"
 	"strings"
 	"testing"
@@ -120,4 +122,48 @@ func validVariant(input string, good map[string]bool) bool {
 		}
 	}
 	return false
+}
+
+// FuzzParseFast holds the one-pass parsers of the header and the claims to
+// the token-by-token ones: whenever a fast path accepts, the strict parser
+// accepts too, with the same result.
+func FuzzParseFast(f *testing.F) {
+	for _, seed := range []string{
+		`{"alg":"RS256","kid":"k1","typ":"JWT"}`,
+		`{"alg":"RS256","alg":"none"}`,
+		`{"alg":"RS256","\u0061lg":"none"}`,
+		`{"alg":"ES256","crit":["exp"]}`,
+		`{"alg":"RS256","kid":null}`,
+		`{"ALG":"RS256"}`,
+		` { "alg" : "RS256" , "x" : {"a:b": [1, {"c": ":"}]} } `,
+		`{"sub":"alice","aud":["a","b"],"exp":1700000000,"nested":{"k":"v","k":"w"}}`,
+		`{"sub":"a\"b:c","sub":"x"}`,
+		`{"n":1e400}`,
+		`null`, `[]`, `{}`, `{"a":1}x`, `"{\"alg\":\"RS256\"}"`,
+	} {
+		f.Add([]byte(seed))
+	}
+	f.Fuzz(func(t *testing.T, b []byte) {
+		if alg, kid, ok := parseHeaderFast(b); ok {
+			salg, skid, err := parseHeaderStrict(b)
+			if err != nil || salg != alg || skid != kid {
+				t.Fatalf("header %q: fast (%q, %q), strict (%q, %q, %v)", b, alg, kid, salg, skid, err)
+			}
+		}
+		var claims map[string]any
+		if json.Unmarshal(b, &claims) == nil && claims != nil && len(claims) == objectMembers(b) {
+			strict, err := parseClaimsStrict(b)
+			if err != nil || !reflect.DeepEqual(strict, claims) {
+				t.Fatalf("claims %q: fast %v, strict %v (%v)", b, claims, strict, err)
+			}
+		}
+		// And the other way: what the strict parser accepts, parseClaims
+		// accepts with the same claims (the fast path may only decline).
+		if strict, err := parseClaimsStrict(b); err == nil {
+			got, err := parseClaims(b)
+			if err != nil || !reflect.DeepEqual(got, strict) {
+				t.Fatalf("claims %q: parseClaims %v (%v), strict %v", b, got, err, strict)
+			}
+		}
+	})
 }

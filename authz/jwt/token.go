@@ -169,8 +169,41 @@ func parseToken(raw string) (*parsedToken, string) {
 
 // parseHeader reads alg and kid. jku, x5u, jwk and x5c are skipped unread:
 // keys come only from the provider's configured JWKS. Duplicated names are
-// refused because two parsers could disagree on which "alg" counts.
+// refused because two parsers could disagree on which "alg" counts. A header
+// that passes every check is read in one json.Unmarshal; any other goes to
+// parseHeaderStrict for the error (FuzzParseFast holds the two equal).
 func parseHeader(b []byte) (alg, kid string, err error) {
+	if alg, kid, ok := parseHeaderFast(b); ok {
+		return alg, kid, nil
+	}
+	return parseHeaderStrict(b)
+}
+
+// parseHeaderFast reads a header that is valid on every count; ok is false
+// for any other. Names are compared exactly (a map, not a struct, whose
+// fields encoding/json matches without regard to case).
+func parseHeaderFast(b []byte) (alg, kid string, ok bool) {
+	var fields map[string]json.RawMessage
+	if json.Unmarshal(b, &fields) != nil || fields == nil || len(fields) > maxHeaderFields || len(fields) != objectMembers(b) {
+		return "", "", false
+	}
+	if _, crit := fields["crit"]; crit {
+		return "", "", false
+	}
+	if _, b64 := fields["b64"]; b64 {
+		return "", "", false
+	}
+	if raw, present := fields["alg"]; !present || json.Unmarshal(raw, &alg) != nil || alg == "" {
+		return "", "", false
+	}
+	if raw, present := fields["kid"]; present && json.Unmarshal(raw, &kid) != nil {
+		return "", "", false
+	}
+	return alg, kid, true
+}
+
+// parseHeaderStrict is parseHeader token by token, naming what is wrong.
+func parseHeaderStrict(b []byte) (alg, kid string, err error) {
 	dec := json.NewDecoder(bytes.NewReader(b))
 	if tok, err := dec.Token(); err != nil || tok != json.Delim('{') {
 		return "", "", errors.New("not a JSON object")
@@ -226,8 +259,54 @@ func parseHeader(b []byte) (alg, kid string, err error) {
 
 // parseClaims decodes the payload into JSON-compatible values, refusing
 // duplicated top-level claims (the payload is forwarded upstream, where
-// another parser could pick the other copy).
+// another parser could pick the other copy). A well-formed payload is decoded
+// in one json.Unmarshal, its members counted to rule out duplicates; anything
+// else goes to parseClaimsStrict, which names what is wrong. Both give the
+// same claims whenever the first succeeds (FuzzParseFast).
 func parseClaims(b []byte) (map[string]any, error) {
+	var claims map[string]any
+	if json.Unmarshal(b, &claims) == nil && claims != nil && len(claims) == objectMembers(b) {
+		return claims, nil
+	}
+	return parseClaimsStrict(b)
+}
+
+// objectMembers counts the members of the JSON object b: the colons outside
+// strings at depth one. b must be valid JSON (the caller has decoded it).
+func objectMembers(b []byte) int {
+	depth, n := 0, 0
+	inString, escaped := false, false
+	for _, c := range b {
+		if inString {
+			switch {
+			case escaped:
+				escaped = false
+			case c == '\\':
+				escaped = true
+			case c == '"':
+				inString = false
+			}
+			continue
+		}
+		switch c {
+		case '"':
+			inString = true
+		case '{', '[':
+			depth++
+		case '}', ']':
+			depth--
+		case ':':
+			if depth == 1 {
+				n++
+			}
+		}
+	}
+	return n
+}
+
+// parseClaimsStrict is parseClaims token by token, naming a duplicated
+// claim.
+func parseClaimsStrict(b []byte) (map[string]any, error) {
 	dec := json.NewDecoder(bytes.NewReader(b))
 	if tok, err := dec.Token(); err != nil || tok != json.Delim('{') {
 		return nil, errors.New("not a JSON object")
