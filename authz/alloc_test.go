@@ -2,6 +2,8 @@ package authz
 
 import (
 	"context"
+	"os"
+	"path/filepath"
 	"testing"
 
 	authv3 "github.com/envoyproxy/go-control-plane/envoy/service/auth/v3"
@@ -10,7 +12,7 @@ import (
 	"github.com/gatehouse-dev/gatehouse/config"
 )
 
-// TestAllocationBudget holds the native hot path to the allocation budget
+// TestAllocationBudget holds the hot paths to the allocation budget
 // written in docs/performance.md. Allocation counts are deterministic for a
 // given build (unlike times), so this is a regression test, not a timing.
 func TestAllocationBudget(t *testing.T) {
@@ -29,19 +31,27 @@ func TestAllocationBudget(t *testing.T) {
 		AllowValues: []config.HeaderValues{{Name: "x-env", Values: []string{"prod", "staging"}}},
 	}
 	valid := fixedTokens{&gjwt.Result{Valid: true, Provider: "corp", Headers: []gjwt.Header{{Key: "x-jwt-sub", Value: "alice"}}}}
+	docsDir := t.TempDir()
+	if err := os.WriteFile(filepath.Join(docsDir, "p.rego"), []byte(docsPolicy), 0o644); err != nil {
+		t.Fatal(err)
+	}
+	docsReq := checkReq("GET", "/people?lang=en&lang=fr&page=2", map[string]string{"user-agent": "curl/8.5", "accept": "*/*", "x-request-id": "3f1c"}, "")
 	cases := []struct {
 		name   string
+		paths  []string
 		tokens TokenVerifier
 		req    *authv3.CheckRequest
 		budget float64
 	}{
-		{"trusted ip", nil, trusted, 11},
-		{"valid token, header rules", valid, req, 18},
-		{"no token (401)", nil, req, 29},
+		{"trusted ip", nil, nil, trusted, 11},
+		{"valid token, header rules", nil, valid, req, 18},
+		{"no token (401)", nil, nil, req, 29},
+		// Custom Rego: OPA's evaluation of the policy, plus the input parts it reads.
+		{"docs policy (custom Rego)", []string{docsDir}, nil, docsReq, 131},
 	}
 	for _, tc := range cases {
 		t.Run(tc.name, func(t *testing.T) {
-			s := benchServer(t, withBypass(cidrs(10), rules), nil, tc.tokens)
+			s := benchServer(t, withBypass(cidrs(10), rules), tc.paths, tc.tokens)
 			ctx := context.Background()
 			got := testing.AllocsPerRun(200, func() { _, _ = s.Check(ctx, tc.req) })
 			if got > tc.budget {
