@@ -9,18 +9,21 @@ import (
 // small; 0 leaves the runtime's default; GOGC in the environment wins.
 func TestGCMinHeap(t *testing.T) {
 	for _, tc := range []struct {
-		name, config, env string
-		check             func(gogc float64) bool
-		want, log         string
+		name, config string
+		env          map[string]string
+		check        func(gogc float64) bool
+		want, log    string
 	}{
-		{"default floor", "", "", func(p float64) bool { return p > 100 }, "above 100", ""},
-		{"off", "ops:\n  gc_min_heap_mib: 0\n", "", func(p float64) bool { return p == 100 }, "100", ""},
-		{"GOGC in the environment wins", "ops:\n  gc_min_heap_mib: 64\n", "150", func(p float64) bool { return p == 150 }, "150",
-			"GOGC is set in the environment; ops.gc_min_heap_mib is not applied"},
+		{"default floor", "", nil, func(p float64) bool { return p > 100 }, "above 100", ""},
+		{"off", "ops:\n  gc_min_heap_mib: 0\n", nil, func(p float64) bool { return p == 100 }, "100", ""},
+		{"GOGC in the environment wins", "ops:\n  gc_min_heap_mib: 64\n", map[string]string{"GOGC": "150"},
+			func(p float64) bool { return p == 150 }, "150", "GOGC is set in the environment; ops.gc_min_heap_mib is not applied"},
+		{"at most half of GOMEMLIMIT", "ops:\n  gc_min_heap_mib: 512\n", map[string]string{"GOMEMLIMIT": "268435456"},
+			func(p float64) bool { return p > 100 }, "above 100", "ops.gc_min_heap_mib is more than half the memory limit (GOMEMLIMIT); using half the limit"},
 	} {
 		t.Run(tc.name, func(t *testing.T) {
-			if tc.env != "" {
-				t.Setenv("GOGC", tc.env)
+			for k, v := range tc.env {
+				t.Setenv(k, v)
 			}
 			g := startGatehouse(t, tc.config, true)
 			var last float64
