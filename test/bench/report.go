@@ -30,6 +30,10 @@ type row struct {
 	P50Millis float64          `json:"p50_ms"`
 	P99Millis float64          `json:"p99_ms"`
 	CPUMicros float64          `json:"server_cpu_us_per_check"`
+	// ClientCPUMicros is the load generator's (this process's) CPU per
+	// check: it shares the machine's CPUs with the server, so throughput
+	// and latency follow the sum of the two.
+	ClientCPUMicros float64 `json:"client_cpu_us_per_check,omitempty"`
 	RSSMiB    float64          `json:"rss_mib"`
 	Outcomes  map[string]int64 `json:"outcomes,omitempty"`
 	Errors    int64            `json:"errors"`
@@ -51,7 +55,7 @@ type row struct {
 
 // fill sets the row's measurements from a load generator result and the
 // server's CPU time and RSS.
-func (r *row) fill(res loadgen.Result, cpu time.Duration, rss int64) {
+func (r *row) fill(res loadgen.Result, cpu, clientCPU time.Duration, rss int64) {
 	r.Checks = res.Checks
 	r.Seconds = res.Elapsed.Seconds()
 	r.PerSecond = res.PerSecond()
@@ -59,6 +63,7 @@ func (r *row) fill(res loadgen.Result, cpu time.Duration, rss int64) {
 	r.P99Millis = float64(res.P99) / float64(time.Millisecond)
 	if res.Checks > 0 {
 		r.CPUMicros = float64(cpu) / float64(time.Microsecond) / float64(res.Checks)
+		r.ClientCPUMicros = float64(clientCPU) / float64(time.Microsecond) / float64(res.Checks)
 	}
 	r.RSSMiB = float64(rss) / (1 << 20)
 	r.Errors = res.Errors
@@ -214,6 +219,18 @@ func (rep *report) writeTable(w io.Writer) {
 		m.CPUs, m.CPUModel, m.GoVersion, m.LoadAvgStart, m.LoadAvgEnd)
 	fmt.Fprintf(w, "%s streams over %s connection(s), %s timed after %s of warm-up per scenario and server; memory scenario: %s distinct tokens.\n",
 		rep.Settings["streams"], rep.Settings["conns"], rep.Settings["duration"], rep.Settings["warmup"], rep.Settings["tokens"])
+	lo, hi := 0.0, 0.0
+	for _, r := range rep.Rows {
+		if c := r.ClientCPUMicros; c > 0 {
+			if lo == 0 || c < lo {
+				lo = c
+			}
+			hi = max(hi, c)
+		}
+	}
+	if hi > 0 {
+		fmt.Fprintf(w, "The load generator, on the same CPUs, spent %.0f to %.0f µs of CPU per check.\n", lo, hi)
+	}
 	if rep.Settings["rounds"] != "" && rep.Settings["rounds"] != "1" {
 		fmt.Fprintf(w, "Each row is the median of %s rounds (the memory scenario: one), the CPU ratio's range over the rounds in parentheses.\n", rep.Settings["rounds"])
 	}

@@ -13,9 +13,9 @@ import (
 func TestRowFillAndRatios(t *testing.T) {
 	var noop, gh, broken row
 	noop = row{Scenario: "warm token", Server: serverNoop}
-	noop.fill(loadgen.Result{Checks: 10000, Elapsed: 2 * time.Second, P50: time.Millisecond, P99: 4 * time.Millisecond, Outcomes: map[int]int64{200: 10000}}, 400*time.Millisecond, 20<<20)
+	noop.fill(loadgen.Result{Checks: 10000, Elapsed: 2 * time.Second, P50: time.Millisecond, P99: 4 * time.Millisecond, Outcomes: map[int]int64{200: 10000}}, 400*time.Millisecond, 500*time.Millisecond, 20<<20)
 	gh = row{Scenario: "warm token", Server: serverGatehouse}
-	gh.fill(loadgen.Result{Checks: 5000, Elapsed: 2 * time.Second, P50: 2 * time.Millisecond, P99: 6 * time.Millisecond, Outcomes: map[int]int64{200: 5000}}, 600*time.Millisecond, 30<<20)
+	gh.fill(loadgen.Result{Checks: 5000, Elapsed: 2 * time.Second, P50: 2 * time.Millisecond, P99: 6 * time.Millisecond, Outcomes: map[int]int64{200: 5000}}, 600*time.Millisecond, 300*time.Millisecond, 30<<20)
 	broken = row{Scenario: "no token", Server: serverGatehouse, Problem: "answered 200 to the scenario's request, want 401"}
 	noop.Round, gh.Round, broken.Round = 1, 1, 1
 	rep := report{Runs: []row{noop, gh, broken}, Settings: map[string]string{"streams": "16"}}
@@ -32,6 +32,8 @@ func TestRowFillAndRatios(t *testing.T) {
 	}{
 		{"cpu µs/check", g.CPUMicros, 120},
 		{"noop cpu µs/check", rep.Rows[0].CPUMicros, 40},
+		{"client cpu µs/check", g.ClientCPUMicros, 60},
+		{"noop's client cpu µs/check", rep.Rows[0].ClientCPUMicros, 50},
 		{"cpu ratio", g.CPURatio, 3},
 		{"throughput ratio", g.ThroughputRatio, 0.5},
 		{"p99 ratio", g.P99Ratio, 1.5},
@@ -57,6 +59,7 @@ func TestRowFillAndRatios(t *testing.T) {
 		"| warm token | no-op | 5000 | 1.00 | 4.00 | 40.0 | 1.00x | 1.00x | 1.00x | 20.0 |",
 		"| warm token | gatehouse | 2500 | 2.00 | 6.00 | 120.0 | 3.00x | 0.50x | 1.50x | 30.0 |",
 		"| no token | gatehouse | failed: answered 200 to the scenario's request, want 401 |",
+		"The load generator, on the same CPUs, spent 50 to 60 µs of CPU per check.",
 	} {
 		if !strings.Contains(out.String(), want+"") {
 			t.Errorf("table lacks %q:\n%s", want, out.String())

@@ -168,10 +168,11 @@ func measure(ctx context.Context, s settings, srv *server, sc scenario, round in
 	if !sc.fixedCount {
 		opts.Duration = s.duration
 	}
-	var cpu0, cpu1 time.Duration
+	var cpu0, cpu1, self0, self1 time.Duration
 	var cpuErr error
 	var profiled chan error
 	opts.Started = func() {
+		self0, _ = cpuTime(os.Getpid())
 		cpu0, cpuErr = cpuTime(srv.pid())
 		if srv.ops != "" && !sc.fixedCount {
 			profiled = make(chan error, 1)
@@ -183,6 +184,7 @@ func measure(ctx context.Context, s settings, srv *server, sc scenario, round in
 		if cpuErr == nil {
 			cpu1, cpuErr = cpuTime(srv.pid())
 		}
+		self1, _ = cpuTime(os.Getpid())
 	}
 	res, err := loadgen.Run(ctx, opts)
 	if profiled != nil {
@@ -203,7 +205,7 @@ func measure(ctx context.Context, s settings, srv *server, sc scenario, round in
 		r.Problem = fmt.Sprintf("reading RSS: %v", err)
 		return r
 	}
-	r.fill(res, cpu1-cpu0, rss)
+	r.fill(res, cpu1-cpu0, self1-self0, rss)
 	if res.Checks == 0 {
 		r.Problem = "no check answered in the timed run (token pool used up by the warm-up? raise BENCH_TOKENS)"
 	}
