@@ -9,7 +9,7 @@ import (
 // cancelCheckEvery is how many of OPA's cancellation checks (one per
 // expression evaluated, and inside long-running built-ins) pass between two
 // looks at the clock and the context.
-const cancelCheckEvery = 32
+const cancelCheckEvery = 8
 
 // evalCancel is the topdown.Cancel of one evaluation. It stops the
 // evaluation at its deadline or when ctx ends, which it notices by looking,

@@ -376,15 +376,21 @@ func (e *Engine) evalOpts(ctx context.Context, rev *revision, input ast.Value, t
 	var deadline time.Time
 	if e.timeout > 0 {
 		deadline = time.Now().Add(e.timeout)
-		if rev.network {
-			// A built-in waiting on the network makes no cancellation
-			// checks: it must see the deadline in its context.
-			var cancel context.CancelFunc
-			ctx, cancel = context.WithDeadline(ctx, deadline)
-			defer cancel()
-		}
+	}
+	if rev.network && e.timeout > 0 {
+		// A built-in waiting on the network makes no cancellation checks:
+		// it must see the deadline in its context.
+		var cancel context.CancelFunc
+		ctx, cancel = context.WithDeadline(ctx, deadline)
+		defer cancel()
 	}
 	cancel := newEvalCancel(ctx, deadline)
+	if rev.network {
+		// And once such a built-in gives up (its failure may be a plain
+		// built-in error that the evaluation goes on from), the next
+		// expression must stop, not the 8th.
+		defer context.AfterFunc(ctx, cancel.Cancel)()
+	}
 	value, defined, err := rev.query.eval(ctx, input, cancel, tracer)
 	if err != nil {
 		reason := ReasonError

@@ -8,8 +8,9 @@ import (
 )
 
 // networkBuiltins are the built-ins that reach the network, which
-// Options.AllowNet restricts.
-var networkBuiltins = []string{"http.send", "net.lookup_ip_addr"}
+// Options.AllowNet restricts (as OPA's allow_net does): the JSON schema ones
+// fetch a schema's remote $ref, and the schema may come from the input.
+var networkBuiltins = []string{"http.send", "net.lookup_ip_addr", "json.match_schema", "json.verify_schema"}
 
 // opaAllowNet maps Options.AllowNet to OPA's capabilities allow_net, where
 // nil means any host and an empty list none.
@@ -20,10 +21,17 @@ func opaAllowNet(hosts []string) []string {
 	return append([]string{}, hosts...)
 }
 
-// networkCalls returns the network built-ins the modules call, sorted.
+// networkCalls returns the network built-ins the modules call or refer to
+// (a function mocked with one, `with f as http.send`, calls it), sorted.
 func networkCalls(modules map[string]*ast.Module) []string {
 	found := map[string]bool{}
 	for _, m := range modules {
+		ast.WalkRefs(m, func(r ast.Ref) bool {
+			if name := r.String(); slices.Contains(networkBuiltins, name) {
+				found[name] = true
+			}
+			return false
+		})
 		ast.WalkTerms(m, func(t *ast.Term) bool {
 			if call, ok := t.Value.(ast.Call); ok && len(call) > 0 {
 				if name := call[0].String(); slices.Contains(networkBuiltins, name) {

@@ -26,7 +26,10 @@ type query struct {
 	// tmpl holds everything that is the same for every evaluation of the
 	// revision. Evaluations copy it and set their input and cancel on the
 	// copy: topdown.Query's With* methods set a field and return the same
-	// pointer, and Iter only fills in defaults on its receiver.
+	// pointer, and Iter only fills in defaults on its receiver. The copy is
+	// shallow, so the template must hold no slice or map an evaluation
+	// appends to: no tracers (WithQueryTracer appends; Explain's goes on the
+	// copy, whose nil slice it grows), resolvers or built-in error list.
 	tmpl topdown.Query
 }
 

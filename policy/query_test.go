@@ -258,7 +258,8 @@ func TestVCache(t *testing.T) {
 }
 
 // TestEvalTimeoutReachesNetworkCalls: a built-in blocked on the network
-// makes no cancellation checks, so a policy that calls one gets the
+// makes no cancellation checks, so a policy that calls one, directly, through
+// a function mocked with it, or through a schema's remote $ref, gets the
 // evaluation's deadline in the built-in's context.
 func TestEvalTimeoutReachesNetworkCalls(t *testing.T) {
 	slow := httptest.NewServer(http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
@@ -266,19 +267,47 @@ func TestEvalTimeoutReachesNetworkCalls(t *testing.T) {
 		case <-r.Context().Done():
 		case <-time.After(10 * time.Second):
 		}
+		w.Header().Set("content-type", "application/json")
+		_, _ = w.Write([]byte(`{"type": "object"}`))
 	}))
 	defer slow.Close()
-	e, _ := newTestEngine(t, map[string]string{"policy.rego": `package envoy.authz
+	for _, tc := range []struct{ name, policy string }{
+		{"http.send", `package envoy.authz
 
 allow if http.send({"method": "GET", "url": input.url, "timeout": "30s", "raise_error": true}).status_code == 200
-`}, Options{EvalTimeout: 200 * time.Millisecond, AllowNet: []string{"127.0.0.1"}})
-	start := time.Now()
-	_, err := e.Eval(context.Background(), mustInput(t, `{"url": "`+slow.URL+`"}`))
-	if evalReason(t, err) != ReasonTimeout {
-		t.Fatalf("err = %v, want %s", err, ReasonTimeout)
-	}
-	if elapsed := time.Since(start); elapsed > 5*time.Second {
-		t.Fatalf("the call ran %s, past the 200ms evaluation timeout", elapsed)
+`},
+		{"a function mocked with http.send", `package envoy.authz
+
+fetch(req) := {"status_code": 500}
+
+allow if {
+	r := fetch({"method": "GET", "url": input.url, "timeout": "30s"}) with fetch as http.send
+	r.status_code == 200
+}
+`},
+		{"a schema's remote $ref", `package envoy.authz
+
+allow if {
+	[ok, _] := json.match_schema({}, {"$ref": input.url})
+	ok
+}
+`},
+	} {
+		t.Run(tc.name, func(t *testing.T) {
+			e, _ := newTestEngine(t, map[string]string{"policy.rego": tc.policy},
+				Options{EvalTimeout: 200 * time.Millisecond, AllowNet: []string{"127.0.0.1"}})
+			start := time.Now()
+			d, err := e.Eval(context.Background(), mustInput(t, `{"url": "`+slow.URL+`"}`))
+			if err == nil && d.Allowed {
+				t.Fatalf("allowed after %s: the call outlived the 200ms evaluation timeout", time.Since(start))
+			}
+			if reason := evalReason(t, err); reason != ReasonTimeout && reason != ReasonUndefined {
+				t.Fatalf("err = %v, want a timeout (or the decision undefined once the call gave up)", err)
+			}
+			if elapsed := time.Since(start); elapsed > 5*time.Second {
+				t.Fatalf("the call ran %s, past the 200ms evaluation timeout", elapsed)
+			}
+		})
 	}
 }
 

@@ -189,7 +189,8 @@ type Result struct {
 	// signed (a JSON object without duplicated top-level names); nil for
 	// invalid tokens. Kept as JSON rather than decoded: the verified-token
 	// cache holds it for every entry, and only a policy that reads the
-	// claims (input.jwt) pays for decoding them.
+	// claims (input.jwt) pays for decoding them. Read-only: it is the
+	// cached entry's own slice, shared by every request with the token.
 	Claims json.RawMessage
 	// Error is "" when Valid, otherwise one of the Err* constants.
 	Error string

@@ -33,6 +33,8 @@ func startGCTuner(cfg *config.Config, logger *slog.Logger) *gctune.Tuner {
 		floor = uint64(limit) / 2
 	}
 	t := gctune.Start(gctune.Options{MinHeap: floor})
-	logger.Debug("garbage collector tuned", "min_heap_bytes", floor, "gogc", t.Percent())
+	if t != nil { // nil when a tiny GOMEMLIMIT leaves no floor
+		logger.Debug("garbage collector tuned", "min_heap_bytes", floor, "gogc", t.Percent())
+	}
 	return t
 }

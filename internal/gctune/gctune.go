@@ -5,16 +5,19 @@
 // policy, the token cache) and its allocation rate is steady (a few KiB per
 // check), so with the default it collects every few megabytes of garbage and
 // the collector's fixed work per cycle becomes a large share of the CPU a
-// check costs. The tuner raises GOGC while the live heap is small, so that the
+// check costs. The tuner raises GOGC while the heap is small, so that the
 // heap goal is MinHeap rather than twice a few megabytes, and lets it fall
-// back to the runtime's default as the live heap grows past MinHeap/2: the
-// heap goal is max(MinHeap, 2 x live heap). That is a floor under memory use
-// bought with CPU, never a ceiling raised: a growing live heap gets the
-// default behaviour, and a memory limit (GOMEMLIMIT) still applies.
+// back to the runtime's default once the default goal reaches MinHeap: the
+// heap goal is max(MinHeap, the default's). That is a floor under memory use
+// bought with CPU, never a ceiling raised: a growing heap gets the default
+// behaviour, and a memory limit (GOMEMLIMIT) still applies.
 //
-// After every collection the tuner reads the live heap (runtime/metrics) and
-// sets GOGC through debug.SetGCPercent when the right value has moved by more
-// than a tenth. It is re-armed by a finalizer, the usual way to run code after
+// The runtime's heap goal is live + (live + stacks + globals) x GOGC/100
+// (the GC roots count since Go 1.18), so after every collection the tuner
+// reads all three (runtime/metrics) and sets GOGC through debug.SetGCPercent
+// when the right value has moved by more than a tenth. Leaving the stacks
+// out would multiply them by GOGC: many goroutines deep in OPA's evaluator
+// would push the goal far past the floor. It is re-armed by a finalizer, the usual way to run code after
 // each collection without polling.
 package gctune
 
@@ -38,9 +41,9 @@ const MaxPercent = 2000
 type Options struct {
 	// MinHeap is the heap goal's floor in bytes. Zero disables the tuner.
 	MinHeap uint64
-	// LiveHeap reads the live heap in bytes; nil reads runtime/metrics.
-	// Tests replace it.
-	LiveHeap func() uint64
+	// Heap reads the live heap and the GC roots (scannable stacks plus
+	// globals) in bytes; nil reads runtime/metrics. Tests replace it.
+	Heap func() (live, roots uint64)
 	// SetPercent sets GOGC and returns the previous value; nil is
 	// debug.SetGCPercent. Tests replace it.
 	SetPercent func(int) int
@@ -63,8 +66,8 @@ func Start(opts Options) *Tuner {
 	if opts.MinHeap == 0 {
 		return nil
 	}
-	if opts.LiveHeap == nil {
-		opts.LiveHeap = liveHeap
+	if opts.Heap == nil {
+		opts.Heap = readHeap
 	}
 	if opts.SetPercent == nil {
 		opts.SetPercent = debug.SetGCPercent
@@ -129,7 +132,8 @@ func (t *Tuner) tune() {
 		return
 	}
 	t.tunes.Add(1)
-	want := Percent(t.opts.MinHeap, t.opts.LiveHeap())
+	live, roots := t.opts.Heap()
+	want := Percent(t.opts.MinHeap, live, roots)
 	// Small moves are not worth the runtime's recomputation.
 	if want != t.percent && math.Abs(float64(want-t.percent)) > float64(t.percent)/10 {
 		t.opts.SetPercent(want)
@@ -141,17 +145,17 @@ func (t *Tuner) tune() {
 // scales with GOGC.
 const runtimeHeapMinimum = 4 << 20
 
-// Percent is the GOGC that puts the heap goal at max(minHeap, 2 x live):
-// live x (1 + GOGC/100) = minHeap, within [DefaultPercent, MaxPercent], and
-// low enough that the runtime's own minimum goal (4 MiB x GOGC/100) stays
-// under minHeap. An unknown live heap (0: no collection yet) gets the
-// default.
-func Percent(minHeap, live uint64) int {
-	if live == 0 {
+// Percent is the GOGC that puts the runtime's heap goal,
+// live + (live + roots) x GOGC/100, at minHeap, within [DefaultPercent,
+// MaxPercent], and low enough that the runtime's own minimum goal
+// (4 MiB x GOGC/100) stays under minHeap. An unknown live heap (0: no
+// collection yet) gets the default.
+func Percent(minHeap, live, roots uint64) int {
+	if live == 0 || minHeap <= live {
 		return DefaultPercent
 	}
 	limit := min(float64(MaxPercent), float64(minHeap)*100/runtimeHeapMinimum)
-	p := (float64(minHeap)/float64(live) - 1) * 100
+	p := float64(minHeap-live) * 100 / float64(live+roots)
 	switch {
 	case p <= DefaultPercent || limit <= DefaultPercent:
 		return DefaultPercent
@@ -161,15 +165,23 @@ func Percent(minHeap, live uint64) int {
 	return int(p)
 }
 
-var liveSample = []metrics.Sample{{Name: "/gc/heap/live:bytes"}}
+// heapSamples are what readHeap reads: the heap the last collection marked
+// live, and the stacks and globals it scanned.
+var heapSamples = []string{"/gc/heap/live:bytes", "/gc/scan/stack:bytes", "/gc/scan/globals:bytes"}
 
-// liveHeap is the heap marked live by the last collection.
-func liveHeap() uint64 {
-	s := make([]metrics.Sample, 1)
-	copy(s, liveSample)
-	metrics.Read(s)
-	if s[0].Value.Kind() != metrics.KindUint64 {
-		return 0
+// readHeap reads the live heap and the GC roots from runtime/metrics; a
+// metric the runtime does not have reads as 0.
+func readHeap() (live, roots uint64) {
+	s := make([]metrics.Sample, len(heapSamples))
+	for i, name := range heapSamples {
+		s[i].Name = name
 	}
-	return s[0].Value.Uint64()
+	metrics.Read(s)
+	v := func(i int) uint64 {
+		if s[i].Value.Kind() != metrics.KindUint64 {
+			return 0
+		}
+		return s[i].Value.Uint64()
+	}
+	return v(0), v(1) + v(2)
 }

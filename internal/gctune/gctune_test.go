@@ -3,6 +3,7 @@ package gctune
 import (
 	"runtime"
 	"runtime/debug"
+	"runtime/metrics"
 	"sync"
 	"testing"
 	"time"
@@ -11,21 +12,23 @@ import (
 func TestPercent(t *testing.T) {
 	const mib = 1 << 20
 	for _, tc := range []struct {
-		minHeap, live uint64
-		want          int
+		minHeap, live, roots uint64
+		want                 int
 	}{
-		{48 * mib, 0, DefaultPercent},         // no collection yet: the default
-		{48 * mib, 8 * mib, 500},              // 8 MiB x 6 = 48 MiB
-		{48 * mib, 12 * mib, 300},             // 12 x 4
-		{48 * mib, 24 * mib, DefaultPercent},  // 2 x live reaches the floor
-		{48 * mib, 100 * mib, DefaultPercent}, // a large heap: the runtime's default
-		{48 * mib, 1 * mib, 1200},             // capped: 4 MiB x 12 = the floor
-		{1024 * mib, 1 * mib, MaxPercent},     // capped at MaxPercent
-		{2 * mib, 1 * mib, DefaultPercent},    // a floor under the runtime's minimum
-		{48 * mib, 47 * mib / 2, 104},
+		{48 * mib, 0, 0, DefaultPercent},              // no collection yet: the default
+		{48 * mib, 8 * mib, 0, 500},                   // 8 + 8 x 5 = 48 MiB
+		{48 * mib, 12 * mib, 0, 300},                  // 12 + 12 x 3
+		{48 * mib, 8 * mib, 2 * mib, 400},             // 8 + (8 + 2) x 4: the roots count
+		{24 * mib, 1 * mib, 34 * mib, DefaultPercent}, // deep stacks: the default goal is past the floor already
+		{48 * mib, 24 * mib, 0, DefaultPercent},       // 2 x live reaches the floor
+		{48 * mib, 100 * mib, 0, DefaultPercent},      // a large heap: the runtime's default
+		{48 * mib, 1 * mib, 0, 1200},                  // capped: 4 MiB x 12 = the floor
+		{1024 * mib, 1 * mib, 0, MaxPercent},          // capped at MaxPercent
+		{2 * mib, 1 * mib, 0, DefaultPercent},         // a floor under the runtime's minimum
+		{48 * mib, 47 * mib / 2, 0, 104},              // just over the default
 	} {
-		if got := Percent(tc.minHeap, tc.live); got != tc.want {
-			t.Errorf("Percent(%d MiB, %.1f MiB) = %d, want %d", tc.minHeap/mib, float64(tc.live)/mib, got, tc.want)
+		if got := Percent(tc.minHeap, tc.live, tc.roots); got != tc.want {
+			t.Errorf("Percent(%d MiB, live %.1f MiB, roots %.1f MiB) = %d, want %d", tc.minHeap/mib, float64(tc.live)/mib, float64(tc.roots)/mib, got, tc.want)
 		}
 	}
 }
@@ -38,8 +41,8 @@ type fake struct {
 	sets    []int
 }
 
-func (f *fake) liveHeap() uint64 { f.mu.Lock(); defer f.mu.Unlock(); return f.live }
-func (f *fake) setLive(n uint64) { f.mu.Lock(); defer f.mu.Unlock(); f.live = n }
+func (f *fake) heap() (uint64, uint64) { f.mu.Lock(); defer f.mu.Unlock(); return f.live, 0 }
+func (f *fake) setLive(n uint64)       { f.mu.Lock(); defer f.mu.Unlock(); f.live = n }
 func (f *fake) set(p int) int {
 	f.mu.Lock()
 	defer f.mu.Unlock()
@@ -66,7 +69,7 @@ func waitTunes(t *testing.T, tu *Tuner, n int64) {
 func TestTunerFollowsTheLiveHeap(t *testing.T) {
 	const mib = 1 << 20
 	f := &fake{live: 8 * mib, percent: 150}
-	tu := Start(Options{MinHeap: 48 * mib, LiveHeap: f.liveHeap, SetPercent: f.set})
+	tu := Start(Options{MinHeap: 48 * mib, Heap: f.heap, SetPercent: f.set})
 	if got := f.get(); got != 500 {
 		t.Fatalf("after Start, GOGC = %d, want 500", got)
 	}
@@ -117,13 +120,14 @@ func TestRuntime(t *testing.T) {
 	before := debug.SetGCPercent(100)
 	defer debug.SetGCPercent(before)
 	runtime.GC()
-	if liveHeap() == 0 {
+	if live, _ := readHeap(); live == 0 {
 		t.Fatal("runtime/metrics reports no live heap after a collection")
 	}
 	tu := Start(Options{MinHeap: 256 << 20})
 	waitTunes(t, tu, 2)
 	if p := tu.Percent(); p <= DefaultPercent {
-		t.Fatalf("GOGC %d with a live heap of %d bytes and a 256 MiB floor, want above the default", p, liveHeap())
+		live, roots := readHeap()
+		t.Fatalf("GOGC %d with a live heap of %d bytes (roots %d) and a 256 MiB floor, want above the default", p, live, roots)
 	}
 	got := debug.SetGCPercent(100)
 	debug.SetGCPercent(got)
@@ -133,5 +137,52 @@ func TestRuntime(t *testing.T) {
 	tu.Stop()
 	if got := debug.SetGCPercent(100); got != 100 {
 		t.Fatalf("after Stop the runtime's GOGC is %d, want 100", got)
+	}
+}
+
+// TestDeepStacksDoNotRaiseTheGoal: with many goroutines on deep stacks (the
+// GC roots), the goal the tuner leads to stays near max(floor, the
+// default's goal); counting only the live heap would multiply the stacks by
+// the raised GOGC.
+func TestDeepStacksDoNotRaiseTheGoal(t *testing.T) {
+	before := debug.SetGCPercent(100)
+	defer debug.SetGCPercent(before)
+	release := make(chan struct{})
+	var ready sync.WaitGroup
+	var deep func(n int) int
+	deep = func(n int) int {
+		var pad [1024]byte
+		pad[n%len(pad)] = byte(n)
+		if n == 0 {
+			ready.Done()
+			<-release
+			return int(pad[0])
+		}
+		return deep(n-1) + int(pad[n%len(pad)])
+	}
+	for range 500 {
+		ready.Add(1)
+		go deep(48) // about 50 KiB of stack each: 25 MiB of roots
+	}
+	ready.Wait()
+	defer close(release)
+	runtime.GC()
+	runtime.GC()
+	live, roots := readHeap()
+	if roots < 10<<20 {
+		t.Fatalf("roots %d bytes: the goroutines' stacks are not counted", roots)
+	}
+	const floor = 24 << 20
+	tu := Start(Options{MinHeap: floor})
+	defer tu.Stop()
+	waitTunes(t, tu, 3)
+	s := []metrics.Sample{{Name: "/gc/heap/goal:bytes"}}
+	metrics.Read(s)
+	goal := s[0].Value.Uint64()
+	live, roots = readHeap()
+	want := max(uint64(floor), live+(live+roots))
+	if float64(goal) > 1.25*float64(want) {
+		t.Fatalf("heap goal %d MiB with GOGC %d (live %d MiB, roots %d MiB), want about max(floor, default goal) = %d MiB",
+			goal>>20, tu.Percent(), live>>20, roots>>20, want>>20)
 	}
 }

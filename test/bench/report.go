@@ -22,21 +22,21 @@ import (
 
 // row is one server's measurement in one scenario.
 type row struct {
-	Scenario  string           `json:"scenario"`
-	Server    string           `json:"server"`
-	Checks    int64            `json:"checks"`
-	Seconds   float64          `json:"seconds"`
-	PerSecond float64          `json:"checks_per_second"`
-	P50Millis float64          `json:"p50_ms"`
-	P99Millis float64          `json:"p99_ms"`
-	CPUMicros float64          `json:"server_cpu_us_per_check"`
+	Scenario  string  `json:"scenario"`
+	Server    string  `json:"server"`
+	Checks    int64   `json:"checks"`
+	Seconds   float64 `json:"seconds"`
+	PerSecond float64 `json:"checks_per_second"`
+	P50Millis float64 `json:"p50_ms"`
+	P99Millis float64 `json:"p99_ms"`
+	CPUMicros float64 `json:"server_cpu_us_per_check"`
 	// ClientCPUMicros is the load generator's (this process's) CPU per
 	// check: it shares the machine's CPUs with the server, so throughput
 	// and latency follow the sum of the two.
-	ClientCPUMicros float64 `json:"client_cpu_us_per_check,omitempty"`
-	RSSMiB    float64          `json:"rss_mib"`
-	Outcomes  map[string]int64 `json:"outcomes,omitempty"`
-	Errors    int64            `json:"errors"`
+	ClientCPUMicros float64          `json:"client_cpu_us_per_check,omitempty"`
+	RSSMiB          float64          `json:"rss_mib"`
+	Outcomes        map[string]int64 `json:"outcomes,omitempty"`
+	Errors          int64            `json:"errors"`
 	// The ratios to the no-op server of the same scenario in the same run;
 	// zero when there is no no-op row to divide by.
 	CPURatio        float64 `json:"cpu_ratio_to_noop,omitempty"`

@@ -5,6 +5,7 @@ import (
 	"os"
 	"path/filepath"
 	"slices"
+	"strconv"
 	"strings"
 	"testing"
 	"time"
@@ -231,6 +232,18 @@ func checkBase(t *testing.T, r *rendered) {
 		if p, ok := containerPort(c, probe.p.HTTPGet.Port); !ok || int(p) != opsPort {
 			t.Errorf("%s probe port %s is not the ops port %d", name, probe.p.HTTPGet.Port.String(), opsPort)
 		}
+	}
+
+	// GOMEMLIMIT leaves headroom under the container's memory limit: the
+	// runtime does not count everything the kernel does.
+	if limit := c.Resources.Limits.Memory(); limit == nil || limit.IsZero() {
+		t.Error("the container needs resources.limits.memory")
+	} else if i := slices.IndexFunc(c.Env, func(e corev1.EnvVar) bool { return e.Name == "GOMEMLIMIT" }); i < 0 {
+		t.Error("the container needs GOMEMLIMIT, about 90% of resources.limits.memory")
+	} else if n, err := goMemLimit(c.Env[i].Value); err != nil {
+		t.Errorf("GOMEMLIMIT %q: %v", c.Env[i].Value, err)
+	} else if lim := limit.Value(); n <= 0 || float64(n) > 0.95*float64(lim) {
+		t.Errorf("GOMEMLIMIT %q is %d bytes, resources.limits.memory %s is %d: keep GOMEMLIMIT at about 90%% of it", c.Env[i].Value, n, limit.String(), lim)
 	}
 
 	// Files: --config names the mounted config file, and policy.paths the
@@ -622,4 +635,25 @@ func TestEnvoyExample(t *testing.T) {
 	if len(ec.Typed["type.googleapis.com/envoy.extensions.filters.http.ext_authz.v3.ExtAuthzPerRoute"]) == 0 {
 		t.Error("the health route should disable ext_authz")
 	}
+}
+
+// goMemLimit reads a GOMEMLIMIT value as the Go runtime does: a number of
+// bytes with an optional B, KiB, MiB, GiB or TiB suffix.
+func goMemLimit(v string) (int64, error) {
+	units := []struct {
+		suffix string
+		mult   int64
+	}{{"TiB", 1 << 40}, {"GiB", 1 << 30}, {"MiB", 1 << 20}, {"KiB", 1 << 10}, {"B", 1}}
+	mult := int64(1)
+	for _, u := range units {
+		if strings.HasSuffix(v, u.suffix) {
+			v, mult = strings.TrimSuffix(v, u.suffix), u.mult
+			break
+		}
+	}
+	n, err := strconv.ParseInt(v, 10, 64)
+	if err != nil {
+		return 0, fmt.Errorf("not a size like 230MiB: %w", err)
+	}
+	return n * mult, nil
 }
