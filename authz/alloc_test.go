@@ -2,14 +2,13 @@ package authz
 
 import (
 	"context"
-	"os"
-	"path/filepath"
 	"testing"
 
 	authv3 "github.com/envoyproxy/go-control-plane/envoy/service/auth/v3"
 
 	gjwt "github.com/gatehouse-dev/gatehouse/authz/jwt"
 	"github.com/gatehouse-dev/gatehouse/config"
+	"github.com/gatehouse-dev/gatehouse/internal/testutil"
 )
 
 // TestAllocationBudget holds the hot paths to the allocation budget
@@ -31,10 +30,7 @@ func TestAllocationBudget(t *testing.T) {
 		AllowValues: []config.HeaderValues{{Name: "x-env", Values: []string{"prod", "staging"}}},
 	}
 	valid := fixedTokens{&gjwt.Result{Valid: true, Provider: "corp", Headers: []gjwt.Header{{Key: "x-jwt-sub", Value: "alice"}}}}
-	docsDir := t.TempDir()
-	if err := os.WriteFile(filepath.Join(docsDir, "p.rego"), []byte(docsPolicy), 0o644); err != nil {
-		t.Fatal(err)
-	}
+	docsDir := policyDir(t, map[string]string{"p.rego": testutil.DocsPolicy})
 	docsReq := checkReq("GET", "/people?lang=en&lang=fr&page=2", map[string]string{"user-agent": "curl/8.5", "accept": "*/*", "x-request-id": "3f1c"}, "")
 	cases := []struct {
 		name   string

@@ -3,8 +3,6 @@ package authz
 import (
 	"context"
 	"fmt"
-	"os"
-	"path/filepath"
 	"testing"
 
 	authv3 "github.com/envoyproxy/go-control-plane/envoy/service/auth/v3"
@@ -13,6 +11,7 @@ import (
 	"github.com/gatehouse-dev/gatehouse/authz/clientip"
 	gjwt "github.com/gatehouse-dev/gatehouse/authz/jwt"
 	"github.com/gatehouse-dev/gatehouse/config"
+	"github.com/gatehouse-dev/gatehouse/internal/testutil"
 	"github.com/gatehouse-dev/gatehouse/policy"
 )
 
@@ -59,50 +58,13 @@ func cidrs(n int) []string {
 	return append(out[:n-1], "10.0.0.0/8")
 }
 
-// docsPolicy is in the style of OPA's Envoy tutorial (the end-to-end
-// harness's docs scenario runs the same policy).
-const docsPolicy = `package envoy.authz
-
-import input.attributes.request.http as http_request
-
-default allow := false
-
-allow if {
-	http_request.method == "GET"
-	input.parsed_path == ["people"]
-	every lang in object.get(input.parsed_query, "lang", []) {
-		lang in {"en", "fr", "de"}
-	}
-}
-
-allow if {
-	http_request.method == "GET"
-	input.parsed_path = ["people", id]
-	regex.match("^[0-9]+$", id)
-}
-
-allow if {
-	http_request.method == "POST"
-	input.parsed_path == ["people"]
-	is_string(input.parsed_body.firstname)
-	not lower(input.parsed_body.firstname) in {"admin", "root"}
-}
-
-allow := false if http_request.method == "DELETE"
-`
-
 // BenchmarkCheck measures whole Check calls (input building, client IP,
 // policy, response) in process. "baseline" is a policy that is just
 // `allow := true`: compare the others to it as ratios, on the same machine in
 // the same run.
 func BenchmarkCheck(b *testing.B) {
-	dir, docsDir := b.TempDir(), b.TempDir()
-	if err := os.WriteFile(filepath.Join(dir, "p.rego"), []byte("package envoy.authz\n\nallow := true\n"), 0o644); err != nil {
-		b.Fatal(err)
-	}
-	if err := os.WriteFile(filepath.Join(docsDir, "p.rego"), []byte(docsPolicy), 0o644); err != nil {
-		b.Fatal(err)
-	}
+	dir := policyDir(b, map[string]string{"p.rego": "package envoy.authz\n\nallow := true\n"})
+	docsDir := policyDir(b, map[string]string{"p.rego": testutil.DocsPolicy})
 	docsReq := checkReq("GET", "/people?lang=en&lang=fr&page=2", map[string]string{"user-agent": "curl/8.5", "accept": "*/*", "x-request-id": "3f1c"}, "")
 	req := checkReq("GET", "/orders/42?expand=items", map[string]string{
 		"user-agent": "curl/8.5", "accept": "*/*", "x-request-id": "3f1c", "x-forwarded-proto": "https",

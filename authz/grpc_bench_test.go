@@ -3,17 +3,16 @@ package authz
 import (
 	"context"
 	"io"
-	"net"
 	"testing"
 
 	authv3 "github.com/envoyproxy/go-control-plane/envoy/service/auth/v3"
 	"google.golang.org/genproto/googleapis/rpc/status"
 	"google.golang.org/grpc"
-	"google.golang.org/grpc/credentials/insecure"
 
 	gjwt "github.com/gatehouse-dev/gatehouse/authz/jwt"
 	"github.com/gatehouse-dev/gatehouse/config"
 	"github.com/gatehouse-dev/gatehouse/internal/asynclog"
+	"github.com/gatehouse-dev/gatehouse/internal/testutil"
 )
 
 type noopAuthz struct{ ok *authv3.CheckResponse }
@@ -55,20 +54,8 @@ func BenchmarkGRPCCheck(b *testing.B) {
 	}
 	for _, tc := range cases {
 		b.Run(tc.name, func(b *testing.B) {
-			lis, err := net.Listen("tcp", "127.0.0.1:0")
-			if err != nil {
-				b.Fatal(err)
-			}
-			gs := grpc.NewServer(grpc.ForceServerCodecV2(Codec(Limits{})))
-			authv3.RegisterAuthorizationServer(gs, tc.srv(b))
-			go gs.Serve(lis)
-			defer gs.Stop()
-			conn, err := grpc.NewClient(lis.Addr().String(), grpc.WithTransportCredentials(insecure.NewCredentials()))
-			if err != nil {
-				b.Fatal(err)
-			}
-			defer conn.Close()
-			c := authv3.NewAuthorizationClient(conn)
+			addr := testutil.ServeAuthorization(b, tc.srv(b), grpc.ForceServerCodecV2(Codec(Limits{})))
+			c := testutil.AuthorizationClient(b, addr)
 			b.ReportAllocs()
 			b.SetParallelism(8)
 			b.RunParallel(func(pb *testing.PB) {

@@ -5,7 +5,6 @@ import (
 	"context"
 	"errors"
 	"net/netip"
-	"os"
 	"path/filepath"
 	"strings"
 	"testing"
@@ -390,10 +389,7 @@ func TestLeanInputMatchesWhole(t *testing.T) {
 		t.Run(strings.Join(rs, ","), func(t *testing.T) {
 			var bodies [2]string
 			for i, whole := range []bool{false, true} {
-				dir := t.TempDir()
-				if err := os.WriteFile(filepath.Join(dir, "p.rego"), []byte(policy(rs, whole)), 0o644); err != nil {
-					t.Fatal(err)
-				}
+				dir := policyDir(t, map[string]string{"p.rego": policy(rs, whole)})
 				s := benchServer(t, config.Default(), []string{dir}, nil)
 				// Twice: the second input is built from the cached plan.
 				for range 2 {

@@ -115,6 +115,9 @@ type revision struct {
 	native bool
 	// need is the part of the input the policy can read.
 	need *Need
+	// offerDecision: the policy reads input.gatehouse.decision, which the
+	// native decision computes (rules is set).
+	offerDecision bool
 	// network: the modules call network built-ins, which wait on the
 	// evaluation's context (evalOpts gives it the deadline).
 	network bool
@@ -295,6 +298,7 @@ func (e *Engine) build(ctx context.Context, current string) (rev *revision, chan
 			return nil, false, err
 		}
 		rev.native = len(e.paths) == 0 && slices.Contains(nativeDecisions, e.decision.String())
+		rev.offerDecision = rev.need.Child(inputKeyGatehouse).Child("decision") != nil
 	}
 	return rev, true, nil
 }
@@ -334,16 +338,26 @@ func (e *Engine) Decide(ctx context.Context, facts *Facts, input InputBuilder) (
 		d.Revision = rev.hash
 		return d, nil
 	}
-	in, err := input.BuildInput(rev.need)
+	in, err := rev.input(facts, input)
 	if err != nil {
 		return Decision{Revision: rev.hash}, err
 	}
-	if rev.rules != nil && rev.need.Child(inputKeyGatehouse).Child("decision") != nil {
+	return e.eval(ctx, rev, in)
+}
+
+// input builds the custom policy's input: what it reads, plus the natively
+// computed configured decision when it reads input.gatehouse.decision.
+func (rev *revision) input(facts *Facts, input InputBuilder) (ast.Object, error) {
+	in, err := input.BuildInput(rev.need)
+	if err != nil {
+		return nil, err
+	}
+	if rev.offerDecision {
 		d := rev.rules.decide(facts, nil)
 		in.Insert(ast.InternedTerm(inputKeyGatehouse), ast.NewTerm(ast.NewObject(
 			ast.Item(ast.InternedTerm("decision"), ast.NewTerm(d.value())))))
 	}
-	return e.eval(ctx, rev, in)
+	return in, nil
 }
 
 // Native reports whether the active revision decides natively.

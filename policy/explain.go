@@ -49,14 +49,9 @@ func (e *Engine) Explain(ctx context.Context, facts *Facts, input InputBuilder) 
 		d.Revision = rev.hash
 		return d, tr.steps, nil
 	}
-	in, err := input.BuildInput(rev.need)
+	in, err := rev.input(facts, input)
 	if err != nil {
 		return Decision{Revision: rev.hash}, nil, err
-	}
-	if rev.rules != nil && rev.need.Child(inputKeyGatehouse).Child("decision") != nil {
-		d := rev.rules.decide(facts, nil)
-		in.Insert(ast.InternedTerm(inputKeyGatehouse), ast.NewTerm(ast.NewObject(
-			ast.Item(ast.InternedTerm("decision"), ast.NewTerm(d.value())))))
 	}
 	tracer := topdown.NewBufferTracer()
 	d, err := e.evalOpts(ctx, rev, in, tracer)

@@ -10,6 +10,7 @@ import (
 	"testing"
 	"time"
 
+	"github.com/gatehouse-dev/gatehouse/internal/testutil"
 	"github.com/open-policy-agent/opa/v1/ast"
 	"github.com/open-policy-agent/opa/v1/rego"
 )
@@ -32,35 +33,13 @@ func manyRules() string {
 // and with OPA's rego package (what OPA and OPA-Envoy run), and requires the
 // same outcome: the same value, both undefined, or both failing.
 func TestQueryMatchesRego(t *testing.T) {
-	docs := `package envoy.authz
-
-import input.attributes.request.http as http_request
-
-default allow := false
-
-allow if {
-	http_request.method == "GET"
-	input.parsed_path == ["people"]
-	every lang in object.get(input.parsed_query, "lang", []) {
-		lang in {"en", "fr", "de"}
-	}
-}
-
-allow if {
-	http_request.method == "GET"
-	input.parsed_path = ["people", id]
-	regex.match("^[0-9]+$", id)
-}
-
-allow := false if http_request.method == "DELETE"
-`
 	cases := []struct {
 		name   string
 		policy string
 		inputs []string
 		strict bool
 	}{
-		{"docs policy", docs, []string{
+		{"docs policy", testutil.DocsPolicy, []string{
 			`{"attributes":{"request":{"http":{"method":"GET"}}},"parsed_path":["people"],"parsed_query":{"lang":["en","fr"]}}`,
 			`{"attributes":{"request":{"http":{"method":"GET"}}},"parsed_path":["people"],"parsed_query":{"lang":["en","xx"]}}`,
 			`{"attributes":{"request":{"http":{"method":"GET"}}},"parsed_path":["people","42"]}`,

@@ -97,18 +97,6 @@ func startProxy(t *testing.T, addr string, env []string, bin string, args ...str
 	return p
 }
 
-// freeAddr returns a loopback address with a port free a moment ago (the
-// proxies take their port from a config file, not from a listener we pass).
-func freeAddr(t *testing.T) string {
-	t.Helper()
-	l, err := net.Listen("tcp", "127.0.0.1:0")
-	if err != nil {
-		t.Fatal(err)
-	}
-	defer l.Close()
-	return l.Addr().String()
-}
-
 // startNGINX runs NGINX with auth_request to Gatehouse (forward_auth.mode
 // nginx) in front of upstream: the plain NGINX snippet of docs/forward-auth.md.
 func startNGINX(t *testing.T, gatehouse, upstream string) string {
@@ -127,7 +115,7 @@ func startNGINXRealIP(t *testing.T, gatehouse, upstream string) string {
 func startNGINXWith(t *testing.T, gatehouse, upstream, clientLine string) string {
 	bin := proxyBinary(t, "nginx", "GATEHOUSE_NGINX", "/usr/sbin/nginx")
 	dir := t.TempDir()
-	addr := freeAddr(t)
+	addr := testutil.ClosedAddr(t) // free a moment ago: the proxy binds it from its config file
 	conf := fmt.Sprintf(`daemon off;
 master_process off;
 worker_processes 1;
@@ -180,7 +168,7 @@ http {
 func startCaddy(t *testing.T, gatehouse, upstream string) string {
 	bin := proxyBinary(t, "caddy", "GATEHOUSE_CADDY")
 	dir := t.TempDir()
-	addr := freeAddr(t)
+	addr := testutil.ClosedAddr(t) // free a moment ago: the proxy binds it from its config file
 	_, port, _ := net.SplitHostPort(addr)
 	conf := fmt.Sprintf(`{
 	admin off

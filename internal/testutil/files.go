@@ -53,11 +53,21 @@ func Listen(t testing.TB) net.Listener {
 // turns "refused" into a wrong answer the test reports.
 func ClosedAddr(t testing.TB) string {
 	t.Helper()
-	lis, err := net.Listen("tcp", "127.0.0.1:0")
+	addr, err := FreeAddr()
 	if err != nil {
 		t.Fatal(err)
 	}
-	addr := lis.Addr().String()
-	lis.Close()
 	return addr
+}
+
+// FreeAddr returns a loopback host:port that was free a moment ago, for a
+// process started next to listen on (the test programs under test/, which
+// have no testing.TB).
+func FreeAddr() (string, error) {
+	lis, err := net.Listen("tcp", "127.0.0.1:0")
+	if err != nil {
+		return "", err
+	}
+	defer lis.Close()
+	return lis.Addr().String(), nil
 }

@@ -14,6 +14,7 @@ import (
 	"google.golang.org/grpc"
 	"google.golang.org/grpc/credentials/insecure"
 
+	"github.com/gatehouse-dev/gatehouse/internal/testutil"
 	"github.com/gatehouse-dev/gatehouse/test/bench/loadgen"
 )
 
@@ -67,12 +68,12 @@ func runScenario(ctx context.Context, s settings, work string, bins map[string]s
 // startFor writes the server's configuration for the scenario, starts it and
 // waits until it is ready.
 func startFor(ctx context.Context, name, dir string, bins map[string]string, sc scenario, pprof bool) (*server, error) {
-	addr, err := freeAddr()
+	addr, err := testutil.FreeAddr()
 	if err != nil {
 		return nil, err
 	}
 	// Gatehouse's ops listener, OPA's REST API; unused by the no-op server.
-	httpAddr, err := freeAddr()
+	httpAddr, err := testutil.FreeAddr()
 	if err != nil {
 		return nil, err
 	}

@@ -8,6 +8,7 @@ import (
 
 	corev3 "github.com/envoyproxy/go-control-plane/envoy/config/core/v3"
 	authv3 "github.com/envoyproxy/go-control-plane/envoy/service/auth/v3"
+	"github.com/gatehouse-dev/gatehouse/internal/testutil"
 	"google.golang.org/protobuf/types/known/timestamppb"
 )
 
@@ -172,43 +173,6 @@ allow := {"allowed": false, "http_status": 403} if {
 `, cidrs, jwks, "`"+denyUserAgent+"`", benchIssuer, benchAudience)
 }
 
-// docsPolicy is an OPA-Envoy policy in the style of OPA's Envoy tutorial: it
-// reads parsed_path, parsed_query and parsed_body, not the token. Both
-// servers run this same file.
-const docsPolicy = `package envoy.authz
-
-import input.attributes.request.http as http_request
-
-default allow := false
-
-# Anyone may list people, in the languages the service speaks.
-allow if {
-	http_request.method == "GET"
-	input.parsed_path == ["people"]
-	every lang in object.get(input.parsed_query, "lang", []) {
-		lang in {"en", "fr", "de"}
-	}
-}
-
-# One person may be read by id.
-allow if {
-	http_request.method == "GET"
-	input.parsed_path = ["people", id]
-	regex.match("^[0-9]+$", id)
-}
-
-# A person may be added with a first name that is not reserved.
-allow if {
-	http_request.method == "POST"
-	input.parsed_path == ["people"]
-	is_string(input.parsed_body.firstname)
-	not lower(input.parsed_body.firstname) in {"admin", "root"}
-}
-
-# Nobody may delete.
-allow := false if http_request.method == "DELETE"
-`
-
 // distinct returns a source handing each server process its own walk over
 // tokens: every check carries a token that server has not seen.
 func distinct(tokens []string) func(wrap bool) func(*authv3.CheckRequest) bool {
@@ -259,8 +223,8 @@ func scenarios(f fixture) []scenario {
 		{
 			name:        "docs policy",
 			gatehouse:   "policy:\n  paths: [./policy]\n",
-			policyFiles: map[string]string{"policy/authz.rego": docsPolicy},
-			opaPolicy:   docsPolicy, want: 200,
+			policyFiles: map[string]string{"policy/authz.rego": testutil.DocsPolicy},
+			opaPolicy:   testutil.DocsPolicy, want: 200,
 			template: envoyRequest(requestShape{clientIP: untrustedClient, method: "GET", path: "/people?lang=en&lang=fr&page=2", token: warm}),
 		},
 		{

@@ -17,6 +17,7 @@ import (
 	"google.golang.org/protobuf/encoding/protojson"
 
 	"github.com/gatehouse-dev/gatehouse/config"
+	"github.com/gatehouse-dev/gatehouse/internal/testutil"
 )
 
 // testFixture signs a few tokens with a fresh key: a valid one, one for
@@ -161,7 +162,7 @@ func TestDocsPolicyDecisions(t *testing.T) {
 			docs = sc
 		}
 	}
-	if docs.opaPolicy != docsPolicy || docs.policyFiles["policy/authz.rego"] != docsPolicy {
+	if docs.opaPolicy != testutil.DocsPolicy || docs.policyFiles["policy/authz.rego"] != testutil.DocsPolicy {
 		t.Fatal("both servers must run the same docs policy")
 	}
 	req := func(method, path string) *authv3.CheckRequest {
@@ -186,7 +187,7 @@ func TestDocsPolicyDecisions(t *testing.T) {
 	}
 	for _, tc := range tests {
 		t.Run(tc.name, func(t *testing.T) {
-			if got := evalAllow(t, docsPolicy, opaEnvoyInput(t, tc.req, tc.body)); got != tc.want {
+			if got := evalAllow(t, testutil.DocsPolicy, opaEnvoyInput(t, tc.req, tc.body)); got != tc.want {
 				t.Errorf("allow = %v, want %v", got, tc.want)
 			}
 		})

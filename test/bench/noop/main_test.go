@@ -2,7 +2,6 @@ package main
 
 import (
 	"context"
-	"net"
 	"strings"
 	"sync/atomic"
 	"testing"
@@ -10,20 +9,17 @@ import (
 
 	corev3 "github.com/envoyproxy/go-control-plane/envoy/config/core/v3"
 	authv3 "github.com/envoyproxy/go-control-plane/envoy/service/auth/v3"
-	"google.golang.org/grpc"
 	"google.golang.org/grpc/codes"
 	"google.golang.org/grpc/status"
 
+	"github.com/gatehouse-dev/gatehouse/internal/testutil"
 	"github.com/gatehouse-dev/gatehouse/test/bench/loadgen"
 )
 
 // startNoop serves the no-op server in-process on a free loopback port.
 func startNoop(t *testing.T) string {
 	t.Helper()
-	lis, err := net.Listen("tcp", "127.0.0.1:0")
-	if err != nil {
-		t.Fatal(err)
-	}
+	lis := testutil.Listen(t)
 	gs := newServer()
 	go func() { _ = gs.Serve(lis) }()
 	t.Cleanup(gs.Stop)
@@ -104,15 +100,8 @@ func (f *flaky) Check(context.Context, *authv3.CheckRequest) (*authv3.CheckRespo
 // TestLoadgenCountsErrors: a failed check is counted and reported, not
 // mistaken for an answer.
 func TestLoadgenCountsErrors(t *testing.T) {
-	lis, err := net.Listen("tcp", "127.0.0.1:0")
-	if err != nil {
-		t.Fatal(err)
-	}
-	gs := grpc.NewServer()
-	authv3.RegisterAuthorizationServer(gs, &flaky{})
-	go func() { _ = gs.Serve(lis) }()
-	t.Cleanup(gs.Stop)
-	res, err := loadgen.Run(context.Background(), loadgen.Options{Target: lis.Addr().String(), Streams: 2, Duration: 100 * time.Millisecond, Template: request()})
+	addr := testutil.ServeAuthorization(t, &flaky{})
+	res, err := loadgen.Run(context.Background(), loadgen.Options{Target: addr, Streams: 2, Duration: 100 * time.Millisecond, Template: request()})
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -122,13 +111,8 @@ func TestLoadgenCountsErrors(t *testing.T) {
 }
 
 func TestLoadgenUnreachable(t *testing.T) {
-	lis, err := net.Listen("tcp", "127.0.0.1:0")
-	if err != nil {
-		t.Fatal(err)
-	}
-	addr := lis.Addr().String()
-	lis.Close() // nothing listens: the first check fails
-	_, err = loadgen.Run(context.Background(), loadgen.Options{Target: addr, Streams: 1, Duration: time.Millisecond, Template: request(), CallTimeout: 2 * time.Second})
+	addr := testutil.ClosedAddr(t) // nothing listens: the first check fails
+	_, err := loadgen.Run(context.Background(), loadgen.Options{Target: addr, Streams: 1, Duration: time.Millisecond, Template: request(), CallTimeout: 2 * time.Second})
 	if err == nil {
 		t.Fatal("a run against a closed port reported no error")
 	}

@@ -21,7 +21,6 @@ import (
 	"errors"
 	"flag"
 	"fmt"
-	"net"
 	"net/http"
 	"os"
 	"os/exec"
@@ -38,6 +37,7 @@ import (
 	"google.golang.org/protobuf/encoding/protojson"
 	"google.golang.org/protobuf/types/known/structpb"
 
+	"github.com/gatehouse-dev/gatehouse/internal/testutil"
 	"github.com/gatehouse-dev/gatehouse/test/compat/corpus"
 )
 
@@ -177,11 +177,11 @@ func start(ctx context.Context, bin, dir, policyDir string, cfg corpus.Config) (
 	if err := os.MkdirAll(dir, 0o755); err != nil {
 		return nil, err
 	}
-	grpcAddr, err := freeAddr()
+	grpcAddr, err := testutil.FreeAddr()
 	if err != nil {
 		return nil, err
 	}
-	httpAddr, err := freeAddr()
+	httpAddr, err := testutil.FreeAddr()
 	if err != nil {
 		return nil, err
 	}
@@ -288,15 +288,6 @@ func (p *opaEnvoy) stop() {
 			<-done
 		}
 	}
-}
-
-func freeAddr() (string, error) {
-	l, err := net.Listen("tcp", "127.0.0.1:0")
-	if err != nil {
-		return "", err
-	}
-	defer l.Close()
-	return l.Addr().String(), nil
 }
 
 // normalizeJSON re-encodes protojson output (whose spacing is deliberately
