@@ -129,33 +129,53 @@ test-k8s:
 	cd test/deploy && ETCD="$$ETCD" KUBE_APISERVER="$$KUBE_APISERVER" \
 	$(GO) test -tags k8s -count=1 -timeout 20m -run '^TestServerSideDryRun$$' ./...
 
-## proto: regenerate the admin API's Go code with pinned generators (protoc from
-## Debian's protobuf-compiler, protoc-gen-go and protoc-gen-go-grpc in bin/tools).
+## proto: regenerate the admin API's Go code (proto/**/*.pb.go) with buf (buf.yaml, buf.gen.yaml)
+## and the pinned generators, all built with `go install` into bin/tools: no system protoc (buf
+## compiles the .proto files itself and carries the well-known types). The first run builds buf
+## (a few minutes); later runs reuse bin/tools.
+BUF_VERSION                := v1.75.0
 PROTOC_GEN_GO_VERSION      := v1.36.12
 PROTOC_GEN_GO_GRPC_VERSION := v1.6.2
 TOOLS := $(CURDIR)/$(BIN)/tools
-SUDO  := $(shell [ "$$(id -u)" = 0 ] || echo sudo)
-PROTOS := $(shell find proto -name '*.proto')
+BUF   := $(TOOLS)/buf
 
 .PHONY: proto proto-tools proto-check observability-check
 
+# go-tool BINARY PACKAGE VERSION: install PACKAGE@VERSION into $(TOOLS) unless
+# $(TOOLS)/BINARY already reports VERSION (the last word of `BINARY --version`).
+define go-tool
+	@v=$$("$(TOOLS)/$(1)" --version 2>/dev/null | awk '{print $$NF}'); \
+	if [ "$${v#v}" = "$(patsubst v%,%,$(3))" ]; then exit 0; fi; \
+	echo "installing $(2)@$(3) into $(TOOLS)"; \
+	GOBIN="$(TOOLS)" $(GO) install $(2)@$(3)
+endef
+
+## proto-tools: buf, protoc-gen-go and protoc-gen-go-grpc at the pinned versions (each installed only
+## when bin/tools lacks that version).
 proto-tools:
-	@command -v protoc >/dev/null 2>&1 || { $(SUDO) env DEBIAN_FRONTEND=noninteractive sh -c "apt-get update -qq && apt-get install -y -qq --no-install-recommends protobuf-compiler"; }
-	@[ -x $(TOOLS)/protoc-gen-go ] && [ "$$(cat $(TOOLS)/.versions 2>/dev/null)" = "$(PROTOC_GEN_GO_VERSION) $(PROTOC_GEN_GO_GRPC_VERSION)" ] || { \
-	  GOBIN=$(TOOLS) $(GO) install google.golang.org/protobuf/cmd/protoc-gen-go@$(PROTOC_GEN_GO_VERSION) && \
-	  GOBIN=$(TOOLS) $(GO) install google.golang.org/grpc/cmd/protoc-gen-go-grpc@$(PROTOC_GEN_GO_GRPC_VERSION) && \
-	  echo "$(PROTOC_GEN_GO_VERSION) $(PROTOC_GEN_GO_GRPC_VERSION)" > $(TOOLS)/.versions; }
+	$(call go-tool,buf,github.com/bufbuild/buf/cmd/buf,$(BUF_VERSION))
+	$(call go-tool,protoc-gen-go,google.golang.org/protobuf/cmd/protoc-gen-go,$(PROTOC_GEN_GO_VERSION))
+	$(call go-tool,protoc-gen-go-grpc,google.golang.org/grpc/cmd/protoc-gen-go-grpc,$(PROTOC_GEN_GO_GRPC_VERSION))
 
 proto: proto-tools
-	PATH="$(TOOLS):$$PATH" protoc -I proto \
-	  --go_out=. --go_opt=module=github.com/gatehouse-dev/gatehouse \
-	  --go-grpc_out=. --go-grpc_opt=module=github.com/gatehouse-dev/gatehouse \
-	  $(PROTOS)
+	$(BUF) generate
 
-## proto-check: the committed generated code is what `make proto` produces.
-proto-check: proto
-	@out=$$(git status --porcelain -- proto); \
-	if [ -n "$$out" ]; then echo "generated code differs from proto/ (run make proto and commit):"; echo "$$out"; git --no-pager diff --stat -- proto; exit 1; fi
+## proto-check: the committed generated code is what `make proto` produces: buf generates into a
+## temporary directory (the work tree is not touched) and every file must match, none be missing.
+proto-check: proto-tools
+	@set -e; tmp=$$(mktemp -d); trap 'rm -rf "$$tmp"' EXIT; \
+	$(BUF) generate -o "$$tmp"; \
+	(cd "$$tmp" && find proto -name '*.pb.go' | sort) > "$$tmp/generated.list"; \
+	find proto -name '*.pb.go' | sort > "$$tmp/committed.list"; \
+	if ! cmp -s "$$tmp/committed.list" "$$tmp/generated.list"; then \
+		echo "the generated files in proto/ are not the ones make proto writes (run make proto, remove stale files, commit):"; \
+		diff "$$tmp/committed.list" "$$tmp/generated.list" || true; exit 1; fi; \
+	for f in $$(cat "$$tmp/generated.list"); do \
+		if ! cmp -s "$$tmp/$$f" "$$f"; then \
+			echo "$$f differs from what make proto generates from proto/ (run make proto and commit):"; \
+			diff -u "$$f" "$$tmp/$$f" | head -40; exit 1; fi; \
+	done; \
+	echo "proto-check: $$(wc -l < "$$tmp/generated.list") generated files match proto/"
 
 ## observability-check: the dashboards and alert rules in deploy/observability
 ## parse and name only metrics a real /metrics scrape exposes (a test-only module).
