@@ -7,6 +7,7 @@ import (
 	"google.golang.org/grpc/encoding"
 	"google.golang.org/grpc/mem"
 	"google.golang.org/protobuf/encoding/protowire"
+	"google.golang.org/protobuf/proto"
 	"google.golang.org/protobuf/reflect/protoreflect"
 )
 
@@ -20,10 +21,15 @@ const checkDecodeThreshold = 256 << 10
 // carrying more repeated and map elements (headers, header_map entries,
 // context extensions, metadata) than lim allows, so that the largest request
 // the gRPC limit admits cannot make the server allocate tens of megabytes
-// per request. Such a request fails the call (fail closed: Envoy answers
-// its status_on_error, and Envoy itself never sends one: its own header
-// limits are far lower). Every other message is the standard proto codec's.
+// per request. Every other message is the standard proto codec's.
 // Install it with grpc.ForceServerCodecV2.
+//
+// A CheckRequest the codec refuses, or cannot decode (invalid UTF-8 in a
+// string field, a malformed message), is not a failed call: a gRPC error is
+// left to Envoy's failure_mode_allow, which some operators turn on, and would
+// let the request through. The codec hands Check an empty request marked with
+// the refusal instead (refusalField), and Check answers it with a denied
+// CheckResponse: 431 request_too_large or 400 bad_request.
 func Codec(lim Limits) encoding.CodecV2 {
 	lim.applyDefaults()
 	return limitCodec{
@@ -53,13 +59,72 @@ func (c limitCodec) Unmarshal(data mem.BufferSlice, v any) error {
 		}
 		n, err := countElements(b, checkRequestDescriptor, 0, c.maxElements)
 		if err != nil {
-			return err
+			markRefused(v, refusedMalformed, "CheckRequest is not a valid message: "+err.Error())
+			return nil
 		}
 		if n > c.maxElements {
-			return fmt.Errorf("CheckRequest of %d bytes has more than %d headers and other elements (limits.max_headers): refused before decoding", data.Len(), c.maxElements)
+			markRefused(v, refusedTooLarge, fmt.Sprintf("CheckRequest of %d bytes has more than %d headers and other elements (limits.max_headers)", data.Len(), c.maxElements))
+			return nil
 		}
 	}
-	return c.CodecV2.Unmarshal(data, v)
+	err := c.CodecV2.Unmarshal(data, v)
+	if err != nil {
+		if _, ok := v.(*authv3.CheckRequest); ok {
+			markRefused(v, refusedMalformed, "CheckRequest cannot be decoded: "+err.Error())
+			return nil
+		}
+	}
+	return err
+}
+
+// refusalField is the field number of the mark the codec leaves on a
+// CheckRequest it refused: the highest protobuf field number, which no
+// CheckRequest field uses. Its value is one kind byte (refusedTooLarge,
+// refusedMalformed) and the reason's text. A client that sends the field
+// itself only gets its own request denied.
+const refusalField protowire.Number = protowire.MaxValidNumber
+
+// Refusal kinds, the first byte of the mark.
+const (
+	refusedTooLarge  = 'L'
+	refusedMalformed = 'M'
+)
+
+// markRefused replaces v's content, whatever the decoder left in it, with
+// the refusal mark alone: no part of a refused request is ever decided on.
+func markRefused(v any, kind byte, reason string) {
+	m := v.(*authv3.CheckRequest)
+	proto.Reset(m)
+	var b []byte
+	b = protowire.AppendTag(b, refusalField, protowire.BytesType)
+	b = protowire.AppendBytes(b, append([]byte{kind}, reason...))
+	m.ProtoReflect().SetUnknown(b)
+}
+
+// codecRefusal returns the refusal the codec marked req with, or nil. It
+// costs a slice length on every request the codec decoded normally.
+func codecRefusal(req *authv3.CheckRequest) error {
+	u := req.ProtoReflect().GetUnknown()
+	for len(u) > 0 {
+		num, typ, n := protowire.ConsumeTag(u)
+		if n < 0 {
+			return nil
+		}
+		u = u[n:]
+		n = protowire.ConsumeFieldValue(num, typ, u)
+		if n < 0 {
+			return nil
+		}
+		if num == refusalField && typ == protowire.BytesType {
+			v, _ := protowire.ConsumeBytes(u[:n])
+			if len(v) > 0 && v[0] == refusedTooLarge {
+				return &limitError{431, string(v[1:])}
+			}
+			return fmt.Errorf("%w: %s", errBadRequest, string(v[min(1, len(v)):]))
+		}
+		u = u[n:]
+	}
+	return nil
 }
 
 // countElements counts the elements of repeated and map fields in b, a

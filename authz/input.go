@@ -12,6 +12,7 @@ import (
 	"slices"
 	"strconv"
 	"strings"
+	"unicode/utf8"
 
 	authv3 "github.com/envoyproxy/go-control-plane/envoy/service/auth/v3"
 	"github.com/open-policy-agent/opa/v1/ast"
@@ -68,6 +69,9 @@ type request struct {
 }
 
 func newRequest(req *authv3.CheckRequest, lim *Limits) (*request, error) {
+	if err := codecRefusal(req); err != nil {
+		return nil, err
+	}
 	http := req.GetAttributes().GetRequest().GetHttp()
 	r := &request{check: req, headers: http.GetHeaders()}
 	headerMap := http.GetHeaderMap().GetHeaders()
@@ -93,6 +97,12 @@ func newRequest(req *authv3.CheckRequest, lim *Limits) (*request, error) {
 		for _, h := range headerMap {
 			v := h.GetValue()
 			if v == "" {
+				if !utf8.Valid(h.GetRawValue()) {
+					// The gRPC decoder refuses invalid UTF-8 in every string
+					// field; a raw value is bytes, so it is checked here. Both
+					// front ends answer such headers 400.
+					return nil, fmt.Errorf("%w: header %q is not valid UTF-8", errBadRequest, h.GetKey())
+				}
 				v = string(h.GetRawValue())
 			}
 			mergeHeader(r.headers, strings.ToLower(h.GetKey()), v)
@@ -124,14 +134,26 @@ func newRequest(req *authv3.CheckRequest, lim *Limits) (*request, error) {
 	if len(raw) > lim.MaxPathBytes {
 		return nil, &limitError{414, fmt.Sprintf("path of %d bytes (limit %d)", len(raw), lim.MaxPathBytes)}
 	}
+	// A fragment never travels in a request; a "#" in the path is read as a
+	// fragment by some (Gatehouse would cut "/healthz#/../admin" to
+	// "/healthz") and as a character by others (an upstream that normalises
+	// it to "/admin"). No decision may rest on a reading the upstream may not
+	// share: refuse it, before any decision, native or custom.
+	if strings.IndexByte(raw, '#') >= 0 {
+		return nil, fmt.Errorf("%w: path: contains '#' (a fragment is never part of a request target)", errBadRequest)
+	}
 	// Split by hand rather than with url.Parse, which reads "//admin/x" as a
 	// host and a path ("/x"): policies must see the path the upstream gets.
 	// The query is never part of an error message (it may carry a token).
-	raw, _, _ = strings.Cut(raw, "#")
 	r.rawPath, r.rawQuery, _ = strings.Cut(raw, "?")
 	path, err := url.PathUnescape(r.rawPath)
 	if err != nil {
 		return nil, fmt.Errorf("%w: path: %v", errBadRequest, err)
+	}
+	if !utf8.ValidString(path) {
+		// "%C0%AE" is an overlong ".": an upstream that decodes it leniently
+		// reads a dot segment that the path rules never saw.
+		return nil, fmt.Errorf("%w: path: percent-decodes to invalid UTF-8", errBadRequest)
 	}
 	r.path = path
 	if r.rawQuery != "" {
@@ -149,6 +171,11 @@ func newRequest(req *authv3.CheckRequest, lim *Limits) (*request, error) {
 	r.host = http.GetHost()
 	if r.host == "" {
 		r.host = r.headers[":authority"]
+	}
+	if r.host != "" && !ValidHost(r.host) {
+		// Host-scoped rules compare the host: one the upstream may read
+		// differently ("api.example.com#", "a.%2e") must not decide.
+		return nil, fmt.Errorf("%w: host is not a valid host[:port]", errBadRequest)
 	}
 	if http.GetBody() != "" {
 		r.body = []byte(http.GetBody())

@@ -176,7 +176,7 @@ func TestBuildInput(t *testing.T) {
 		},
 		{
 			name: "double slash is a path, not a host",
-			req:  httpReq("//admin/secret?y=1#frag", nil, ""),
+			req:  httpReq("//admin/secret?y=1", nil, ""),
 			want: map[string]string{"parsed_path": `["admin", "secret"]`, "parsed_query": `{"y": ["1"]}`},
 		},
 		{

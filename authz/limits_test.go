@@ -7,6 +7,7 @@ import (
 	"strings"
 	"testing"
 
+	corev3 "github.com/envoyproxy/go-control-plane/envoy/config/core/v3"
 	authv3 "github.com/envoyproxy/go-control-plane/envoy/service/auth/v3"
 
 	"github.com/gatehouse-dev/gatehouse/authz/clientip"
@@ -117,16 +118,15 @@ func TestHeaderCaseMergeIsDeterministic(t *testing.T) {
 	}
 }
 
-// TestOnePath: the decision's path and parsed_path come from one place, even
-// when http.path is empty and :path holds a fragment (finding 7).
+// TestOnePath: the decision's path and parsed_path come from one place:
+// http.path, or :path when that is empty.
 func TestOnePath(t *testing.T) {
 	cases := []struct {
 		name, path, pseudo, wantRaw string
 		wantParsed                  string
 	}{
-		{"http.path", "/admin/x?q=1#f", "/other", "/admin/x", `["admin", "x"]`},
-		{":path when http.path is empty", "", "/admin#frag", "/admin", `["admin"]`},
-		{"fragment only", "", "#/admin", "", `[""]`},
+		{"http.path", "/admin/x?q=1", "/other", "/admin/x", `["admin", "x"]`},
+		{":path when http.path is empty", "", "/admin?q=1", "/admin", `["admin"]`},
 	}
 	for _, tc := range cases {
 		t.Run(tc.name, func(t *testing.T) {
@@ -145,5 +145,56 @@ func TestOnePath(t *testing.T) {
 				t.Errorf("parsed_path = %v, want %s", got, tc.wantParsed)
 			}
 		})
+	}
+}
+
+// TestAmbiguousTargetsAreRefused: a path or host that the upstream may read
+// differently from Gatehouse is a 400 before any decision: a fragment (cut
+// by one reader, a character to another), bytes that are not UTF-8 raw or
+// once decoded (an overlong "." is a dot segment to a lenient decoder), a
+// header_map value that is not UTF-8, a host that is not one host[:port].
+func TestAmbiguousTargetsAreRefused(t *testing.T) {
+	withHost := func(host string) *authv3.CheckRequest {
+		r := httpReq("/a", nil, "")
+		r.Attributes.Request.Http.Host = host
+		return r
+	}
+	rawHeader := httpReq("/a", nil, "")
+	rawHeader.Attributes.Request.Http.HeaderMap = &corev3.HeaderMap{Headers: []*corev3.HeaderValue{{Key: "x-note", RawValue: []byte("caf\xe9")}}}
+	cases := []struct {
+		name string
+		req  *authv3.CheckRequest
+	}{
+		{"fragment in http.path", httpReq("/healthz#/../admin", nil, "")},
+		{"fragment in :path", httpReq("", map[string]string{":path": "/healthz#/../../admin"}, "")},
+		{"fragment only", httpReq("", map[string]string{":path": "#/admin"}, "")},
+		{"overlong dot, raw", httpReq("/public/\xc0\xae\xc0\xae/admin", nil, "")},
+		{"overlong dot, encoded", httpReq("/public/%c0%ae%c0%ae/admin", nil, "")},
+		{"header_map raw value", rawHeader},
+		{"host with ?", withHost("api.example.com?")},
+		{"host with #", withHost("api.example.com#")},
+		{"host with a backslash", withHost(`api.example.com\`)},
+		{"host with an escape", withHost("api.example.com.%2e")},
+		{"host with userinfo", withHost("me@api.example.com")},
+		{"host with two ports", withHost("api.example.com:1:2")},
+		{"host port out of range", withHost("api.example.com:65536")},
+		{"unbracketed IPv6", withHost("2001:db8::1")},
+		{"authority with #", httpReq("/a", map[string]string{":authority": "api.example.com#"}, "")},
+	}
+	for _, tc := range cases {
+		t.Run(tc.name, func(t *testing.T) {
+			_, err := newRequest(tc.req, &DefaultLimits)
+			if !errors.Is(err, errBadRequest) {
+				t.Fatalf("err = %v, want errBadRequest", err)
+			}
+		})
+	}
+	for _, host := range []string{"api.example.com", "API.example.com.", "api.example.com:8443", "10.0.0.1:80", "[2001:db8::1]", "[2001:db8::1]:443", "svc_a.ns"} {
+		if _, err := newRequest(withHost(host), &DefaultLimits); err != nil {
+			t.Errorf("host %q refused: %v", host, err)
+		}
+	}
+	if _, err := newRequest(httpReq("/caf%C3%A9/%23x", nil, ""), &DefaultLimits); err != nil {
+		t.Errorf("UTF-8 and an encoded '#' refused: %v", err)
 	}
 }

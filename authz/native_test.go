@@ -172,7 +172,7 @@ func TestNativeMatchesRegoTable(t *testing.T) {
 		{name: "valid token", tok: valid, headers: base, want: "token_valid"},
 		{name: "no token", headers: base, want: "token_missing"},
 		{name: "expired token", tok: expired, headers: base, want: "token_expired"},
-		{name: "token error needing escapes", tok: oddError, host: `we"ird\host`, want: `token_we"ird\<err>`},
+		{name: "token error needing escapes", tok: oddError, host: "API.Example.com.:8443", want: `token_we"ird\<err>`},
 		{name: "invalid token without error", tok: &gjwt.Result{}, want: "token_invalid"},
 		{name: "deny rule beats bypass", peer: "10.1.2.3", headers: map[string]string{"x-debug": "1"}, want: "header_denied:x-debug"},
 		{name: "deny regex", tok: valid, headers: map[string]string{"x-tenant-id": "acme", "user-agent": "SQLMap/1.0"}, want: "header_denied:user-agent"},

@@ -14,6 +14,8 @@ import (
 	corev3 "github.com/envoyproxy/go-control-plane/envoy/config/core/v3"
 	authv3 "github.com/envoyproxy/go-control-plane/envoy/service/auth/v3"
 	"google.golang.org/protobuf/types/known/timestamppb"
+
+	"github.com/gatehouse-dev/gatehouse/authz"
 )
 
 // errMalformed marks a subrequest that cannot be mapped (400): the mode's
@@ -107,6 +109,13 @@ func (h *Handler) checkRequest(r *http.Request) (*authv3.CheckRequest, error) {
 		if skip[k] || hopByHop[k] || k == "host" {
 			continue
 		}
+		for _, v := range values {
+			if !utf8.ValidString(v) {
+				// The gRPC front end cannot even decode such a header (proto
+				// strings are UTF-8): both answer 400, neither decides.
+				return nil, fmt.Errorf("%w: header %s is not valid UTF-8", errMalformed, name)
+			}
+		}
 		headers[k] = strings.Join(values, ",")
 	}
 	if h.opts.Mode == ModeNGINX && h.opts.ClientHeader == ClientHeaderRealIP {
@@ -161,48 +170,39 @@ func (h *Handler) checkRequest(r *http.Request) (*authv3.CheckRequest, error) {
 }
 
 // original reads the original request's coordinates from the mode's headers.
+// Every coordinate must come from exactly one header value, be one valid
+// host[:port] and one origin-form path, and agree with any other header that
+// states the same fact: a subrequest that describes the request two ways is
+// refused, because the proxy routes on one reading and only that one may
+// decide.
 func (h *Handler) original(r *http.Request) (original, error) {
 	switch h.opts.Mode {
 	case ModeTraefik:
 		// Traefik's forwardAuth and Caddy's forward_auth: the subrequest's own
 		// method and URI are the auth endpoint's, the original's are in
 		// X-Forwarded-*.
-		o := original{
-			method: r.Header.Get(hdrForwardedMethod),
-			uri:    r.Header.Get(hdrForwardedURI),
-			host:   r.Header.Get(hdrForwardedHost),
-			scheme: strings.ToLower(r.Header.Get(hdrForwardedProto)),
+		var o original
+		var err error
+		if o.method, err = single(r, "X-Forwarded-Method"); err != nil {
+			return o, err
 		}
+		if o.uri, err = single(r, "X-Forwarded-Uri"); err != nil {
+			return o, err
+		}
+		if o.host, err = single(r, "X-Forwarded-Host"); err != nil {
+			return o, err
+		}
+		scheme, err := single(r, "X-Forwarded-Proto")
+		if err != nil {
+			return o, err
+		}
+		o.scheme = strings.ToLower(scheme)
 		if err := require(o.method, "X-Forwarded-Method", o.uri, "X-Forwarded-Uri", o.host, "X-Forwarded-Host", o.scheme, "X-Forwarded-Proto"); err != nil {
 			return o, err
 		}
-		return o, validate(o, "X-Forwarded-Method", "X-Forwarded-Uri")
+		return o, validate(o, "X-Forwarded-Method", "X-Forwarded-Uri", "X-Forwarded-Host")
 	case ModeNGINX:
-		o := original{method: r.Header.Get(hdrOriginalMethod)}
-		if raw := r.Header.Get(hdrOriginalURL); raw != "" {
-			scheme, host, uri, ok := splitURL(raw)
-			if !ok {
-				return o, fmt.Errorf("%w: X-Original-URL is not an absolute http(s) URL with a host (send $scheme://$http_host$request_uri)", errMalformed)
-			}
-			o.scheme, o.host, o.uri = scheme, host, uri
-		} else {
-			// Without X-Original-URL the host must be said explicitly: the
-			// subrequest's own Host is the auth endpoint's unless the location
-			// overrides it, and guessing wrong would skip host-scoped rules.
-			o.uri = r.Header.Get(hdrOriginalURI)
-			o.host = r.Header.Get(hdrForwardedHost)
-			o.scheme = strings.ToLower(r.Header.Get(hdrForwardedProto))
-			if o.uri == "" {
-				return o, fmt.Errorf("%w: neither X-Original-URL nor X-Original-URI is set (proxy_set_header X-Original-URL $scheme://$http_host$request_uri)", errMalformed)
-			}
-			if o.host == "" {
-				return o, fmt.Errorf("%w: X-Original-URI without X-Original-URL needs X-Forwarded-Host (proxy_set_header X-Forwarded-Host $http_host), or send X-Original-URL", errMalformed)
-			}
-		}
-		if o.method == "" {
-			return o, fmt.Errorf("%w: X-Original-Method is missing (proxy_set_header X-Original-Method $request_method)", errMalformed)
-		}
-		return o, validate(o, "X-Original-Method", "X-Original-URI")
+		return h.originalNGINX(r)
 	default: // ModeEnvoy: New accepts no other mode.
 		// Envoy's http_service sends the original method, and the original
 		// path behind path_prefix.
@@ -211,17 +211,96 @@ func (h *Handler) original(r *http.Request) (original, error) {
 		if rest == "" || rest[0] == '?' {
 			rest = "/" + rest
 		}
+		scheme, err := single(r, "X-Forwarded-Proto")
+		if err != nil {
+			return original{}, err
+		}
 		o := original{
 			method: r.Method,
 			uri:    rest,
 			host:   r.Host,
-			scheme: strings.ToLower(r.Header.Get(hdrForwardedProto)),
+			scheme: strings.ToLower(scheme),
 		}
 		if o.host == "" {
 			return o, fmt.Errorf("%w: the subrequest has no Host", errMalformed)
 		}
-		return o, validate(o, "method", "path")
+		return o, validate(o, "method", "path", "Host")
 	}
+}
+
+// originalNGINX reads NGINX's auth_request headers: X-Original-URL
+// ($scheme://$http_host$request_uri), or X-Original-URI with X-Forwarded-Host
+// and X-Forwarded-Proto. auth_request passes the client's own headers through
+// and proxy_set_header replaces only the ones the location names, so a client
+// can add the form the location does not set: when both forms are present
+// they must say the same thing.
+func (h *Handler) originalNGINX(r *http.Request) (original, error) {
+	var o original
+	method, err := single(r, "X-Original-Method")
+	if err != nil {
+		return o, err
+	}
+	rawURL, err := single(r, "X-Original-URL")
+	if err != nil {
+		return o, err
+	}
+	uri, err := single(r, "X-Original-URI")
+	if err != nil {
+		return o, err
+	}
+	fwdHost, err := single(r, "X-Forwarded-Host")
+	if err != nil {
+		return o, err
+	}
+	o.method = method
+	uriHeader, hostHeader := "X-Original-URI", "X-Forwarded-Host"
+	if rawURL != "" {
+		scheme, host, target, ok := splitURL(rawURL)
+		if !ok {
+			return o, fmt.Errorf("%w: X-Original-URL is not an absolute http(s) URL of one host[:port] and a path starting with / (send $scheme://$http_host$request_uri)", errMalformed)
+		}
+		if uri != "" && uri != target {
+			return o, fmt.Errorf("%w: X-Original-URL and X-Original-URI name different request targets (set one of them in the auth location and clear the other: proxy_set_header X-Original-URI \"\")", errMalformed)
+		}
+		if fwdHost != "" && !sameHost(fwdHost, host) {
+			return o, fmt.Errorf("%w: X-Original-URL and X-Forwarded-Host name different hosts (set X-Forwarded-Host $http_host, or clear it: proxy_set_header X-Forwarded-Host \"\")", errMalformed)
+		}
+		o.scheme, o.host, o.uri = scheme, host, target
+		uriHeader, hostHeader = "X-Original-URL", "X-Original-URL"
+	} else {
+		// Without X-Original-URL the host must be said explicitly: the
+		// subrequest's own Host is the auth endpoint's unless the location
+		// overrides it, and guessing wrong would skip host-scoped rules.
+		scheme, err := single(r, "X-Forwarded-Proto")
+		if err != nil {
+			return o, err
+		}
+		o.uri, o.host, o.scheme = uri, fwdHost, strings.ToLower(scheme)
+		if o.uri == "" {
+			return o, fmt.Errorf("%w: neither X-Original-URL nor X-Original-URI is set (proxy_set_header X-Original-URL $scheme://$http_host$request_uri)", errMalformed)
+		}
+		if o.host == "" {
+			return o, fmt.Errorf("%w: X-Original-URI without X-Original-URL needs X-Forwarded-Host (proxy_set_header X-Forwarded-Host $http_host), or send X-Original-URL", errMalformed)
+		}
+	}
+	if o.method == "" {
+		return o, fmt.Errorf("%w: X-Original-Method is missing (proxy_set_header X-Original-Method $request_method)", errMalformed)
+	}
+	return o, validate(o, "X-Original-Method", uriHeader, hostHeader)
+}
+
+// single returns the one value of header name. A proxy sets each of these
+// once; two values are two answers to one question, and the proxy may act on
+// the other one.
+func single(r *http.Request, name string) (string, error) {
+	vs := r.Header.Values(name)
+	switch len(vs) {
+	case 0:
+		return "", nil
+	case 1:
+		return vs[0], nil
+	}
+	return "", fmt.Errorf("%w: %s is sent more than once", errMalformed, name)
 }
 
 func require(pairs ...string) error {
@@ -237,38 +316,65 @@ func require(pairs ...string) error {
 	return nil
 }
 
-func validate(o original, methodHeader, uriHeader string) error {
+// validate holds the original request to what the gRPC front end accepts:
+// a token method, one valid host[:port] (authz.ValidHost), and an origin-form
+// path without white space or control characters. These are refused, never
+// decided: each is a request the upstream may read differently from
+// Gatehouse. A path with a '#' or one that is not UTF-8 reaches Check, which
+// refuses it for every front end alike (400 bad_request, with a decision id
+// and a decision log line).
+func validate(o original, methodHeader, uriHeader, hostHeader string) error {
 	if len(o.method) > 32 || !validToken(o.method) {
 		return fmt.Errorf("%w: %s is not an HTTP method", errMalformed, methodHeader)
 	}
 	if !strings.HasPrefix(o.uri, "/") {
 		return fmt.Errorf("%w: %s is not a request path (it must start with /)", errMalformed, uriHeader)
 	}
-	if strings.ContainsAny(o.uri, " \t\r\n") || strings.ContainsAny(o.host, " \t\r\n,/") {
-		return fmt.Errorf("%w: %s or the host contains whitespace or separators", errMalformed, uriHeader)
+	for i := 0; i < len(o.uri); i++ {
+		if c := o.uri[i]; c <= ' ' || c == 0x7f {
+			return fmt.Errorf("%w: %s contains white space or a control character", errMalformed, uriHeader)
+		}
+	}
+	if !authz.ValidHost(o.host) {
+		return fmt.Errorf("%w: %s is not one valid host[:port] (letters, digits, '-', '.', an IP address, an optional port)", errMalformed, hostHeader)
 	}
 	return nil
 }
 
+// sameHost compares two spellings of a host as host rules read them: case,
+// a trailing dot and a default-looking port aside, they must be one name.
+func sameHost(a, b string) bool {
+	return hostName(a) == hostName(b)
+}
+
+func hostName(h string) string {
+	if strings.HasPrefix(h, "[") {
+		if i := strings.IndexByte(h, ']'); i > 0 {
+			return strings.ToLower(h[:i+1])
+		}
+	}
+	h, _, _ = strings.Cut(h, ":")
+	return strings.TrimSuffix(strings.ToLower(h), ".")
+}
+
 // splitURL splits an absolute http(s) URL into scheme, host and the request
 // target by hand: url.Parse reads "//admin/x" in a path as a host, and the
-// policy must see the target the upstream gets.
+// policy must see the target the upstream gets. The authority ends at the
+// first '/', and the target is what NGINX's $request_uri always is: a path
+// starting with '/'. "https://api.example.com?/admin" has no such split (its
+// authority is not a host), so it is refused, not read as the path "/".
 func splitURL(raw string) (scheme, host, uri string, ok bool) {
 	scheme, rest, found := strings.Cut(raw, "://")
 	scheme = strings.ToLower(scheme)
 	if !found || (scheme != "http" && scheme != "https") {
 		return "", "", "", false
 	}
-	i := strings.IndexAny(rest, "/?")
-	if i < 0 {
-		host, uri = rest, "/"
-	} else {
-		host, uri = rest[:i], rest[i:]
-		if uri[0] == '?' {
-			uri = "/" + uri
-		}
+	i := strings.IndexByte(rest, '/')
+	if i <= 0 {
+		return "", "", "", false
 	}
-	if host == "" || strings.Contains(host, "@") {
+	host, uri = rest[:i], rest[i:]
+	if !authz.ValidHost(host) {
 		return "", "", "", false
 	}
 	return scheme, host, uri, true

@@ -252,6 +252,11 @@ func TestSameDecisions(t *testing.T) {
 		// Go's HTTP server answers 400 before the handler runs (the end-to-end
 		// tests see it); the other modes carry it in a header.
 		{"bad percent-encoding", origin{"GET", "api.example.com", "/orders/%zz", user, map[string]string{"Authorization": valid}}, 400, "", "bad_request"},
+		// A path the upstream may read otherwise is refused before any
+		// decision, the trusted network's bypass included.
+		{"fragment", origin{"GET", "api.example.com", "/healthz#/../admin", "10.1.2.3", nil}, 400, "", "bad_request"},
+		{"overlong UTF-8", origin{"GET", "api.example.com", "/public/\xc0\xae\xc0\xae/admin", "10.1.2.3", nil}, 400, "", "bad_request"},
+		{"encoded overlong UTF-8", origin{"GET", "api.example.com", "/public/%c0%ae%c0%ae/admin", "10.1.2.3", nil}, 400, "", "bad_request"},
 	}
 	notViaEnvoy := map[string]bool{"bad percent-encoding": true}
 	handlers := map[string]*Handler{}

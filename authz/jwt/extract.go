@@ -132,25 +132,54 @@ func (l *location) extract(req Request) (token string, ambiguous, found bool) {
 	}
 }
 
-// fromHeader strips the prefix. Envoy comma-joins repeated headers, and a
-// JWT never contains a comma, so the value is split on commas and exactly
-// one element may carry the prefix.
+// fromHeader strips the prefix. Envoy and the forward-auth front end
+// comma-join repeated headers, and a JWT never contains a comma, so the value
+// is split on commas. A header that holds a credential of the prefix's scheme
+// and anything else is ambiguous, whatever separates scheme and token:
+// "Bearer <a>,Bearer\t<b>" has one exact "Bearer " prefix, but an upstream
+// that splits on white space reads <b>, which was never verified; and a
+// header such as Authorization carries one credential, not a list.
 func (l *location) fromHeader(v string) (token string, ambiguous, found bool) {
 	if strings.IndexByte(v, ',') < 0 {
 		tok, ok := l.cutPrefix(v)
 		return tok, false, ok
 	}
+	elements, ours := 0, 0
 	for part := range strings.SplitSeq(v, ",") {
-		tok, ok := l.cutPrefix(part)
-		if !ok {
+		if trimOWS(part) == "" {
 			continue
 		}
-		if found {
-			return "", true, true
+		elements++
+		if tok, ok := l.cutPrefix(part); ok {
+			ours++
+			token, found = tok, true
+		} else if l.namesScheme(part) {
+			ours++
 		}
-		token, found = tok, true
+	}
+	switch {
+	case ours == 0:
+		return "", false, false
+	case elements > 1:
+		return "", true, true
 	}
 	return token, false, found
+}
+
+// namesScheme reports whether part starts with the prefix's scheme word
+// ("Bearer" of "Bearer ") followed by white space or nothing: a credential
+// of that scheme, however it is separated from its token. A location with
+// no prefix reads every non-empty element as a token.
+func (l *location) namesScheme(part string) bool {
+	scheme := strings.TrimRight(l.prefix, " \t")
+	part = trimOWS(part)
+	if scheme == "" {
+		return part != ""
+	}
+	if len(part) < len(scheme) || !strings.EqualFold(part[:len(scheme)], scheme) {
+		return false
+	}
+	return len(part) == len(scheme) || part[len(scheme)] == ' ' || part[len(scheme)] == '\t'
 }
 
 func (l *location) cutPrefix(v string) (string, bool) {

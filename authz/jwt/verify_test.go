@@ -151,7 +151,15 @@ func TestHostileTokens(t *testing.T) {
 		{"oversize header", bearer(rawToken(t, map[string]any{"alg": "RS256", "x": strings.Repeat("a", 2000)}, good(), []byte("x"))), ErrMalformed},
 		{"oversize token", bearer(sign(t, f.ec, with(func(c map[string]any) { c["pad"] = strings.Repeat("x", 9000) }), nil)), ErrTooLarge},
 		{"two bearer tokens", Request{Headers: map[string]string{"authorization": "Bearer " + valid + ", Bearer " + valid}}, ErrMalformed},
-		{"basic then bearer", Request{Headers: map[string]string{"authorization": "Basic dXNlcjpwdw==, Bearer " + valid}}, ""},
+		// A header holding a bearer credential and anything else is two
+		// credentials, whatever the separator: an upstream may read the other.
+		{"basic then bearer", Request{Headers: map[string]string{"authorization": "Basic dXNlcjpwdw==, Bearer " + valid}}, ErrMalformed},
+		{"bearer then bearer-tab", Request{Headers: map[string]string{"authorization": "Bearer " + valid + ",Bearer\t" + parts[0] + ".x.y"}}, ErrMalformed},
+		{"bearer-tab then bearer", Request{Headers: map[string]string{"authorization": "bearer\tforged,Bearer " + valid}}, ErrMalformed},
+		{"bearer then a bare scheme", Request{Headers: map[string]string{"authorization": "Bearer " + valid + ", BEARER"}}, ErrMalformed},
+		{"bearer and an empty element", Request{Headers: map[string]string{"authorization": "Bearer " + valid + ", "}}, ""},
+		{"bearer-tab alone is no bearer token", Request{Headers: map[string]string{"authorization": "Bearer\t" + valid}}, "nil"},
+		{"two basic credentials", Request{Headers: map[string]string{"authorization": "Basic a, Basic b"}}, "nil"},
 		{"basic auth only", Request{Headers: map[string]string{"authorization": "Basic dXNlcjpwdw=="}}, "nil"},
 		{"empty bearer", Request{Headers: map[string]string{"authorization": "Bearer "}}, "nil"},
 		{"no token", Request{Headers: map[string]string{"x-other": "y"}}, "nil"},
