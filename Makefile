@@ -3,7 +3,7 @@ GO        ?= go
 BIN       := bin
 VERSION   ?= $(shell git describe --tags --always --dirty 2>/dev/null || echo dev)
 REVISION  ?= $(shell git rev-parse HEAD 2>/dev/null)
-LDFLAGS   := -s -w -X main.version=$(VERSION) -X github.com/gatehouse-dev/gatehouse/internal/version.version=$(VERSION) -X github.com/gatehouse-dev/gatehouse/internal/version.revision=$(REVISION)
+LDFLAGS   := -s -w -X github.com/gatehouse-dev/gatehouse/internal/version.version=$(VERSION) -X github.com/gatehouse-dev/gatehouse/internal/version.revision=$(REVISION)
 PKGS      := ./...
 BENCHTIME ?= 1s
 # The forward-auth end-to-end tests run real proxies: NGINX from the Debian

@@ -29,6 +29,14 @@ import (
 
 var binDir string
 
+// The build identity the binaries are linked with, as `make build` links
+// them (-X .../internal/version.version and .revision): TestBuildIdentity
+// finds it in --version, /metrics, the admin Status and the log.
+const (
+	e2eVersion  = "v0.0.0-e2e"
+	e2eRevision = "0123456789abcdef0123456789abcdef01234567"
+)
+
 func TestMain(m *testing.M) {
 	dir, err := os.MkdirTemp("", "gatehouse-e2e-")
 	if err != nil {
@@ -37,7 +45,9 @@ func TestMain(m *testing.M) {
 	}
 	binDir = dir
 	for _, name := range []string{"gatehouse", "gatehousectl"} {
-		cmd := osexec.Command("go", "build", "-o", filepath.Join(dir, name), "../cmd/"+name)
+		ldflags := "-X github.com/gatehouse-dev/gatehouse/internal/version.version=" + e2eVersion +
+			" -X github.com/gatehouse-dev/gatehouse/internal/version.revision=" + e2eRevision
+		cmd := osexec.Command("go", "build", "-ldflags", ldflags, "-o", filepath.Join(dir, name), "../cmd/"+name)
 		cmd.Stdout, cmd.Stderr = os.Stderr, os.Stderr
 		if err := cmd.Run(); err != nil {
 			fmt.Fprintf(os.Stderr, "building %s: %v\n", name, err)

@@ -13,6 +13,7 @@ import (
 	"google.golang.org/protobuf/types/known/timestamppb"
 
 	"github.com/gatehouse-dev/gatehouse/authz"
+	"github.com/gatehouse-dev/gatehouse/internal/version"
 	"github.com/gatehouse-dev/gatehouse/policy"
 	adminv1 "github.com/gatehouse-dev/gatehouse/proto/gatehouse/admin/v1"
 )
@@ -69,7 +70,8 @@ func (a *adminServer) Explain(ctx context.Context, req *adminv1.ExplainRequest) 
 
 // Status implements adminv1.AdminServiceServer.
 func (a *adminServer) Status(context.Context, *adminv1.StatusRequest) (*adminv1.Status, error) {
-	st := &adminv1.Status{Version: version, Policy: policyStatus(a.p.policy)}
+	build := version.Get()
+	st := &adminv1.Status{Version: build.Version, Revision: build.Revision, Policy: policyStatus(a.p.policy)}
 	if a.p.shadowPolicy != nil {
 		st.Shadow = policyStatus(a.p.shadowPolicy)
 	}

@@ -22,19 +22,17 @@ import (
 
 	"github.com/gatehouse-dev/gatehouse/config"
 	"github.com/gatehouse-dev/gatehouse/internal/asynclog"
+	"github.com/gatehouse-dev/gatehouse/internal/version"
 )
 
-// version is set at build time with -ldflags "-X main.version=...".
-var version = "dev"
-
 func main() {
-	os.Exit(run(os.Args[1:], os.Stderr))
+	os.Exit(run(os.Args[1:], os.Stdout, os.Stderr))
 }
 
 // run parses the flags, loads the configuration and serves until SIGINT or
 // SIGTERM. Exit codes: 0 after a clean stop, 1 when serving failed, 2 for a
 // usage or configuration error.
-func run(args []string, stderr io.Writer) int {
+func run(args []string, stdout, stderr io.Writer) int {
 	fs := flag.NewFlagSet("gatehouse", flag.ContinueOnError)
 	fs.SetOutput(stderr)
 	configPath := fs.String("config", "", "configuration file (YAML); empty runs on the embedded defaults")
@@ -42,7 +40,7 @@ func run(args []string, stderr io.Writer) int {
 	httpAddr := fs.String("http-addr", "", "operations HTTP listen address, overrides listen.http (default \":8181\")")
 	adminAddr := fs.String("admin-addr", "", "admin gRPC listen address, overrides listen.admin (default \"127.0.0.1:9192\")")
 	addressFile := fs.String("address-file", "", "write the bound listener addresses as JSON to this file once listening (replaced atomically)")
-	showVersion := fs.Bool("version", false, "print the version and exit")
+	showVersion := fs.Bool("version", false, "print the version, the VCS revision and the Go version, and exit")
 	fs.Usage = func() {
 		fmt.Fprintf(stderr, "Usage: gatehouse [--config FILE] [--grpc-addr ADDR] [--http-addr ADDR] [--admin-addr ADDR] [--address-file PATH]\n\n")
 		fs.PrintDefaults()
@@ -54,7 +52,7 @@ func run(args []string, stderr io.Writer) int {
 		return 2
 	}
 	if *showVersion {
-		fmt.Fprintln(stderr, "gatehouse", version)
+		fmt.Fprintln(stdout, "gatehouse", version.Get())
 		return 0
 	}
 	cfg := config.Default()

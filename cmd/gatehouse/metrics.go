@@ -14,6 +14,7 @@ import (
 	"github.com/gatehouse-dev/gatehouse/authz/jwt"
 	"github.com/gatehouse-dev/gatehouse/config"
 	"github.com/gatehouse-dev/gatehouse/internal/grpcmetrics"
+	"github.com/gatehouse-dev/gatehouse/internal/version"
 	"github.com/gatehouse-dev/gatehouse/policy"
 )
 
@@ -46,11 +47,7 @@ func newTelemetry(ctx context.Context, cfg *config.Config, file string, logger *
 		collectors.NewProcessCollector(collectors.ProcessCollectorOpts{}),
 		engine.Collector("active"),
 		tokens.Collector(),
-		prometheus.NewGaugeFunc(prometheus.GaugeOpts{
-			Name:        "gatehouse_build_info",
-			Help:        "The running Gatehouse version; always 1.",
-			ConstLabels: prometheus.Labels{"version": version},
-		}, func() float64 { return 1 }),
+		buildInfo(version.Get()),
 	} {
 		if err := reg.Register(c); err != nil {
 			return nil, err
@@ -90,6 +87,21 @@ func newTelemetry(ctx context.Context, cfg *config.Config, file string, logger *
 		return nil, &configError{file, err}
 	}
 	return t, nil
+}
+
+// buildInfo is gatehouse_build_info: always 1, the build's identity in its
+// labels, so a dashboard can join it to any other series by instance and
+// show which release and commit each replica runs.
+func buildInfo(b version.Info) prometheus.Collector {
+	return prometheus.NewGaugeFunc(prometheus.GaugeOpts{
+		Name: "gatehouse_build_info",
+		Help: "The running Gatehouse build: version, VCS revision and Go version in the labels; always 1.",
+		ConstLabels: prometheus.Labels{
+			"version":   b.Version,
+			"revision":  b.Revision,
+			"goversion": b.GoVersion,
+		},
+	}, func() float64 { return 1 })
 }
 
 // run starts the shadow worker and watches the shadow policy's files, until

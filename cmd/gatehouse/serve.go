@@ -27,6 +27,7 @@ import (
 	"github.com/gatehouse-dev/gatehouse/authz/forwardauth"
 	"github.com/gatehouse-dev/gatehouse/authz/jwt"
 	"github.com/gatehouse-dev/gatehouse/config"
+	"github.com/gatehouse-dev/gatehouse/internal/version"
 	"github.com/gatehouse-dev/gatehouse/policy"
 )
 
@@ -264,8 +265,10 @@ func serve(ctx context.Context, cfg *config.Config, opts serveOptions, logger *s
 			}
 		}()
 	}
+	build := version.Get()
 	logger.Info("listening", append(listening,
-		"policy_revision", p.policy.Revision(), "dry_run", cfg.Policy.DryRun, "version", version)...)
+		"policy_revision", p.policy.Revision(), "dry_run", cfg.Policy.DryRun,
+		"version", build.Version, "revision", build.Revision)...)
 	// abort stops everything at once, for a failure while serving.
 	abort := func(err error) error {
 		cancel()

@@ -35,9 +35,9 @@ Examples:
 
 const statusUsage = `Usage: gatehousectl status [flags]
 
-Show a running Gatehouse's state from its admin listener: version, policy
-revision and load time, the last reload error, each JWT provider's key ids and
-last refresh, and the verified-token cache.
+Show a running Gatehouse's state from its admin listener: version and VCS
+revision, policy revision and load time, the last reload error, each JWT
+provider's key ids and last refresh, and the verified-token cache.
 
 Exit codes: 0 done, 2 error.
 `
@@ -187,6 +187,7 @@ func writeExplanation(w io.Writer, x *adminv1.Explanation) error {
 func writeStatus(w io.Writer, st *adminv1.Status) error {
 	var b strings.Builder
 	fmt.Fprintf(&b, "version:   %s\n", st.GetVersion())
+	fmt.Fprintf(&b, "revision:  %s\n", orDash(st.GetRevision()))
 	writePolicyStatus(&b, "policy", st.GetPolicy())
 	if st.GetShadow() != nil {
 		writePolicyStatus(&b, "shadow", st.GetShadow())

@@ -17,6 +17,8 @@ import (
 	"os/signal"
 	"strings"
 	"syscall"
+
+	"github.com/gatehouse-dev/gatehouse/internal/version"
 )
 
 // Exit codes shared by every subcommand.
@@ -72,6 +74,7 @@ const mainUsage = `gatehousectl: developer tools for Gatehouse and any Envoy ext
 
 Usage:
   gatehousectl <command> [flags] [args]
+  gatehousectl --version
 
 Commands:
   check           send an ext_authz CheckRequest built from flags (or a JSON file) and print the decision
@@ -100,6 +103,9 @@ func (a *app) dispatch(ctx context.Context, args []string) error {
 	switch cmd {
 	case "-h", "-help", "--help", "help":
 		fmt.Fprint(a.stdout, mainUsage)
+		return nil
+	case "-version", "--version":
+		fmt.Fprintln(a.stdout, "gatehouse", version.Get())
 		return nil
 	case "check":
 		return a.check(ctx, rest)

@@ -513,9 +513,13 @@ func (*StatusRequest) Descriptor() ([]byte, []int) {
 
 // Status is the state of a running Gatehouse.
 type Status struct {
-	state   protoimpl.MessageState `protogen:"open.v1"`
-	Version string                 `protobuf:"bytes,1,opt,name=version,proto3" json:"version,omitempty"`
-	Policy  *Policy                `protobuf:"bytes,2,opt,name=policy,proto3" json:"policy,omitempty"`
+	state protoimpl.MessageState `protogen:"open.v1"`
+	// version is the release version Gatehouse was built as ("v0.4.0",
+	// "v0.4.0-3-gabc1234-dirty"), "dev" when the build did not say.
+	Version string `protobuf:"bytes,1,opt,name=version,proto3" json:"version,omitempty"`
+	// revision is the VCS commit it was built from, empty when unknown.
+	Revision string  `protobuf:"bytes,6,opt,name=revision,proto3" json:"revision,omitempty"`
+	Policy   *Policy `protobuf:"bytes,2,opt,name=policy,proto3" json:"policy,omitempty"`
 	// shadow is absent when no shadow policy is configured.
 	Shadow        *Policy     `protobuf:"bytes,3,opt,name=shadow,proto3" json:"shadow,omitempty"`
 	Providers     []*Provider `protobuf:"bytes,4,rep,name=providers,proto3" json:"providers,omitempty"`
@@ -557,6 +561,13 @@ func (*Status) Descriptor() ([]byte, []int) {
 func (x *Status) GetVersion() string {
 	if x != nil {
 		return x.Version
+	}
+	return ""
+}
+
+func (x *Status) GetRevision() string {
+	if x != nil {
+		return x.Revision
 	}
 	return ""
 }
@@ -897,9 +908,10 @@ const file_gatehouse_admin_v1_admin_proto_rawDesc = "" +
 	"\x06Header\x12\x10\n" +
 	"\x03key\x18\x01 \x01(\tR\x03key\x12\x14\n" +
 	"\x05value\x18\x02 \x01(\tR\x05value\"\x0f\n" +
-	"\rStatusRequest\"\x87\x02\n" +
+	"\rStatusRequest\"\xa3\x02\n" +
 	"\x06Status\x12\x18\n" +
-	"\aversion\x18\x01 \x01(\tR\aversion\x122\n" +
+	"\aversion\x18\x01 \x01(\tR\aversion\x12\x1a\n" +
+	"\brevision\x18\x06 \x01(\tR\brevision\x122\n" +
 	"\x06policy\x18\x02 \x01(\v2\x1a.gatehouse.admin.v1.PolicyR\x06policy\x122\n" +
 	"\x06shadow\x18\x03 \x01(\v2\x1a.gatehouse.admin.v1.PolicyR\x06shadow\x12:\n" +
 	"\tproviders\x18\x04 \x03(\v2\x1c.gatehouse.admin.v1.ProviderR\tproviders\x12?\n" +

@@ -36,7 +36,7 @@ type AdminServiceClient interface {
 	// Explain decides a CheckRequest as Check would, without side effects (no
 	// decision log line, no metrics, no shadow evaluation), and says why.
 	Explain(ctx context.Context, in *ExplainRequest, opts ...grpc.CallOption) (*Explanation, error)
-	// Status reports the version, the policy and the JWT providers.
+	// Status reports the version and revision, the policy and the JWT providers.
 	Status(ctx context.Context, in *StatusRequest, opts ...grpc.CallOption) (*Status, error)
 }
 
@@ -77,7 +77,7 @@ type AdminServiceServer interface {
 	// Explain decides a CheckRequest as Check would, without side effects (no
 	// decision log line, no metrics, no shadow evaluation), and says why.
 	Explain(context.Context, *ExplainRequest) (*Explanation, error)
-	// Status reports the version, the policy and the JWT providers.
+	// Status reports the version and revision, the policy and the JWT providers.
 	Status(context.Context, *StatusRequest) (*Status, error)
 	mustEmbedUnimplementedAdminServiceServer()
 }
