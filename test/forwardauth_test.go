@@ -111,8 +111,16 @@ func startNGINXRealIP(t *testing.T, gatehouse, upstream string) string {
 }
 
 // startNGINXWith runs NGINX with clientLine (how the client address reaches
-// Gatehouse) in the auth location.
+// Gatehouse) in the auth location, which sends X-Original-URL.
 func startNGINXWith(t *testing.T, gatehouse, upstream, clientLine string) string {
+	return startNGINXAuth(t, gatehouse, upstream, `proxy_set_header X-Original-URL $scheme://$http_host$request_uri;
+      proxy_set_header X-Original-Method $request_method;
+      `+clientLine)
+}
+
+// startNGINXAuth runs NGINX with authLines (the proxy_set_header lines that
+// describe the original request) in the auth location.
+func startNGINXAuth(t *testing.T, gatehouse, upstream, authLines string) string {
 	bin := proxyBinary(t, "nginx", "GATEHOUSE_NGINX", "/usr/sbin/nginx")
 	dir := t.TempDir()
 	addr := testutil.ClosedAddr(t) // free a moment ago: the proxy binds it from its config file
@@ -142,13 +150,11 @@ http {
       proxy_pass http://%[3]s/authz;
       proxy_pass_request_body off;
       proxy_set_header Content-Length "";
-      proxy_set_header X-Original-URL $scheme://$http_host$request_uri;
-      proxy_set_header X-Original-Method $request_method;
       %[5]s
     }
   }
 }
-`, dir, addr, gatehouse, upstream, clientLine)
+`, dir, addr, gatehouse, upstream, authLines)
 	file := filepath.Join(dir, "nginx.conf")
 	if err := os.WriteFile(file, []byte(conf), 0o644); err != nil {
 		t.Fatal(err)
@@ -205,7 +211,7 @@ func newUpstream(t *testing.T) *httptest.Server {
 	t.Helper()
 	s := httptest.NewServer(http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
 		w.Header().Set("Content-Type", "application/json")
-		_ = json.NewEncoder(w).Encode(map[string]any{"sub": r.Header.Values("X-Jwt-Sub"), "upstream": true})
+		_ = json.NewEncoder(w).Encode(map[string]any{"sub": r.Header.Values("X-Jwt-Sub"), "upstream": true, "uri": r.RequestURI, "host": r.Host})
 	}))
 	t.Cleanup(s.Close)
 	return s

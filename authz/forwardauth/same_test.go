@@ -281,3 +281,29 @@ func TestSameDecisions(t *testing.T) {
 		})
 	}
 }
+
+// TestSecondCredentialIsRefused: a second Authorization header, however its
+// scheme is separated from its token, makes the request's credential
+// ambiguous: 401 through every front end, though one of the two is valid.
+func TestSecondCredentialIsRefused(t *testing.T) {
+	s := newStack(t)
+	valid := "Bearer " + s.token(t, "alice", 10*time.Minute)
+	other := s.token(t, "mallory", 10*time.Minute)
+	for _, second := range []string{"Bearer\t" + other, "Bearer  " + other, "Basic bWFsbG9yeTpwdw==", "bearer"} {
+		o := origin{"GET", "api.example.com", "/orders", "198.51.100.7", map[string]string{"Authorization": valid + "," + second}}
+		if got := viaGRPC(t, s, o); got.status != 401 {
+			t.Errorf("gRPC, second credential %q: %+v, want 401", second, got)
+		}
+		for _, mode := range []string{ModeTraefik, ModeNGINX, ModeEnvoy} {
+			h := newHandler(t, Options{Checker: s.server, Mode: mode})
+			sr := subrequestFor(mode, origin{o.method, o.host, o.uri, o.client, map[string]string{"Authorization": valid}})
+			r := subrequest(sr.method, sr.target, sr.headers, "")
+			r.Header.Add("Authorization", second) // a second header line, as the client sent it
+			w := httptest.NewRecorder()
+			h.ServeHTTP(w, r)
+			if w.Code != 401 {
+				t.Errorf("%s, second credential %q: %d %s, want 401", mode, second, w.Code, w.Body)
+			}
+		}
+	}
+}
