@@ -12,6 +12,7 @@ import (
 
 	authzv3 "github.com/envoyproxy/go-control-plane/envoy/extensions/filters/http/ext_authz/v3"
 	upstreamhttpv3 "github.com/envoyproxy/go-control-plane/envoy/extensions/upstreams/http/v3"
+	monitoringv1 "github.com/prometheus-operator/prometheus-operator/pkg/apis/monitoring/v1"
 	meshv1alpha1 "istio.io/api/mesh/v1alpha1"
 	securityv1beta1 "istio.io/api/security/v1beta1"
 	appsv1 "k8s.io/api/apps/v1"
@@ -25,15 +26,20 @@ import (
 	gatewayv1 "sigs.k8s.io/gateway-api/apis/v1"
 )
 
-// rendered is the base as `kustomize build deploy/istio` renders it, typed.
+// rendered is one rendering of Gatehouse's manifests, typed: the base as
+// `kustomize build deploy/istio` renders it, or the Helm chart as `helm
+// install` renders it.
 type rendered struct {
-	deployment *appsv1.Deployment
-	service    *corev1.Service
-	configMaps map[string]*corev1.ConfigMap
-	pdb        *policyv1.PodDisruptionBudget
-	hpa        *autoscalingv2.HorizontalPodAutoscaler
-	netpol     *networkingv1.NetworkPolicy
-	config     *GatehouseConfig
+	deployment     *appsv1.Deployment
+	service        *corev1.Service
+	serviceAccount *corev1.ServiceAccount
+	configMaps     map[string]*corev1.ConfigMap
+	pdb            *policyv1.PodDisruptionBudget
+	hpa            *autoscalingv2.HorizontalPodAutoscaler // nil when autoscaling is off
+	netpol         *networkingv1.NetworkPolicy
+	serviceMonitor *monitoringv1.ServiceMonitor // the chart's, when enabled
+	config         *GatehouseConfig
+	configText     string // the mounted gatehouse.yaml
 }
 
 func render(t *testing.T, root, dir string) *rendered {
@@ -42,6 +48,18 @@ func render(t *testing.T, root, dir string) *rendered {
 	if err != nil {
 		t.Fatalf("kustomize build %s: %v", dir, err)
 	}
+	r := typed(t, dir, objs)
+	if r.hpa == nil || len(r.configMaps) != 2 {
+		t.Fatalf("%s must render an HPA and two ConfigMaps", dir)
+	}
+	return r
+}
+
+// typed decodes every object of one rendering strictly and keeps Gatehouse's
+// by kind; there must be one Deployment, Service, PDB and NetworkPolicy, and
+// the config file mounted where the server reads it.
+func typed(t *testing.T, source string, objs []Object) *rendered {
+	t.Helper()
 	r := &rendered{configMaps: map[string]*corev1.ConfigMap{}}
 	for _, o := range objs {
 		d, err := Decode(o)
@@ -53,6 +71,8 @@ func render(t *testing.T, root, dir string) *rendered {
 			r.deployment = v
 		case *corev1.Service:
 			r.service = v
+		case *corev1.ServiceAccount:
+			r.serviceAccount = v
 		case *corev1.ConfigMap:
 			r.configMaps[v.Name] = v
 		case *policyv1.PodDisruptionBudget:
@@ -61,17 +81,22 @@ func render(t *testing.T, root, dir string) *rendered {
 			r.hpa = v
 		case *networkingv1.NetworkPolicy:
 			r.netpol = v
+		case *monitoringv1.ServiceMonitor:
+			r.serviceMonitor = v
 		}
 	}
-	if r.deployment == nil || r.service == nil || r.pdb == nil || r.hpa == nil || r.netpol == nil || len(r.configMaps) != 2 {
-		t.Fatalf("%s must render a Deployment, a Service, a PDB, an HPA, a NetworkPolicy and two ConfigMaps", dir)
+	if r.deployment == nil || r.service == nil || r.pdb == nil || r.netpol == nil {
+		t.Fatalf("%s must render a Deployment, a Service, a PDB and a NetworkPolicy", source)
 	}
-	cfgText, err := r.mountedFile("/etc/gatehouse/gatehouse.yaml")
-	if err != nil {
-		t.Fatal(err)
+	if r.container() == nil {
+		t.Fatalf("%s: no container named gatehouse", source)
 	}
-	if r.config, err = ParseGatehouseConfig([]byte(cfgText)); err != nil {
-		t.Fatal(err)
+	var err error
+	if r.configText, err = r.mountedFile("/etc/gatehouse/gatehouse.yaml"); err != nil {
+		t.Fatalf("%s: %v", source, err)
+	}
+	if r.config, err = ParseGatehouseConfig([]byte(r.configText)); err != nil {
+		t.Fatalf("%s: %v", source, err)
 	}
 	return r
 }
@@ -168,10 +193,8 @@ func TestBaseIsConsistent(t *testing.T) {
 }
 
 func checkBase(t *testing.T, r *rendered) {
+	t.Helper()
 	d, c := r.deployment, r.container()
-	if c == nil {
-		t.Fatal("no container named gatehouse")
-	}
 	podLabels := labels.Set(d.Spec.Template.Labels)
 
 	// The Service, PDB and NetworkPolicy select the Deployment's pods, and the
@@ -184,11 +207,16 @@ func checkBase(t *testing.T, r *rendered) {
 			t.Errorf("%s selector: %v", name, err)
 		}
 	}
-	if ref := r.hpa.Spec.ScaleTargetRef; ref.Kind != "Deployment" || ref.Name != d.Name {
-		t.Errorf("HPA targets %s/%s, not Deployment %s", ref.Kind, ref.Name, d.Name)
-	}
-	if d.Spec.Replicas == nil || *d.Spec.Replicas < 2 || r.hpa.Spec.MinReplicas == nil || *r.hpa.Spec.MinReplicas < 2 {
-		t.Errorf("want at least 2 replicas in the Deployment and the HPA's minReplicas")
+	if r.hpa != nil {
+		if ref := r.hpa.Spec.ScaleTargetRef; ref.Kind != "Deployment" || ref.Name != d.Name {
+			t.Errorf("HPA targets %s/%s, not Deployment %s", ref.Kind, ref.Name, d.Name)
+		}
+		// The chart leaves replicas to the HPA (an upgrade would reset it).
+		if (d.Spec.Replicas != nil && *d.Spec.Replicas < 2) || r.hpa.Spec.MinReplicas == nil || *r.hpa.Spec.MinReplicas < 2 {
+			t.Errorf("want at least 2 replicas in the Deployment (when set) and the HPA's minReplicas")
+		}
+	} else if d.Spec.Replicas == nil || *d.Spec.Replicas < 2 {
+		t.Errorf("without an HPA, want at least 2 replicas in the Deployment")
 	}
 
 	// Ports: the gRPC port is named grpc with appProtocol grpc (Istio would
@@ -269,9 +297,15 @@ func checkBase(t *testing.T, r *rendered) {
 			t.Errorf("policy.paths %s is not a mounted directory", p)
 		}
 	}
+	// Every mount names a volume; a ConfigMap volume, a rendered ConfigMap.
 	for _, m := range c.VolumeMounts {
-		if _, err := r.volumeConfigMap(m.Name); err != nil {
-			t.Error(err)
+		i := slices.IndexFunc(d.Spec.Template.Spec.Volumes, func(v corev1.Volume) bool { return v.Name == m.Name })
+		if i < 0 {
+			t.Errorf("mount %s: no volume %s", m.MountPath, m.Name)
+		} else if d.Spec.Template.Spec.Volumes[i].ConfigMap != nil {
+			if _, err := r.volumeConfigMap(m.Name); err != nil {
+				t.Error(err)
+			}
 		}
 	}
 

@@ -11,6 +11,7 @@ import (
 	"sort"
 	"strings"
 
+	monitoringv1 "github.com/prometheus-operator/prometheus-operator/pkg/apis/monitoring/v1"
 	yamlv3 "go.yaml.in/yaml/v3"
 	"google.golang.org/protobuf/encoding/protojson"
 	"google.golang.org/protobuf/proto"
@@ -164,6 +165,16 @@ func Decode(o Object) (Decoded, error) {
 			return Decoded{}, fmt.Errorf("%s: %w", o, err)
 		}
 		return Decoded{K8s: obj}, nil
+	case gv.Group == monitoringv1.SchemeGroupVersion.Group:
+		// The Prometheus Operator's kinds (the chart's optional ServiceMonitor).
+		if gv.Version != monitoringv1.Version || o.Kind != monitoringv1.ServiceMonitorsKind {
+			return Decoded{}, fmt.Errorf("%s: no decoder for %s %s", o, o.APIVersion, o.Kind)
+		}
+		var sm monitoringv1.ServiceMonitor
+		if err := sigsyaml.UnmarshalStrict(o.Raw, &sm); err != nil {
+			return Decoded{}, fmt.Errorf("%s: %w", o, err)
+		}
+		return Decoded{K8s: &sm}, nil
 	case strings.HasSuffix(gv.Group, ".istio.io"):
 		newSpec := istioSpecs[groupKind]
 		if newSpec == nil {

@@ -8,6 +8,7 @@ import (
 	"strings"
 	"testing"
 
+	"helm.sh/helm/v3/pkg/chartutil"
 	"sigs.k8s.io/kustomize/api/krusty"
 	"sigs.k8s.io/kustomize/kyaml/filesys"
 )
@@ -24,12 +25,18 @@ const (
 	// loaded with Prometheus's own rule loader and their metric names checked
 	// against a real scrape by test/observability.
 	kindPrometheusRules
+	// kindHelmChart is a file of the Helm chart (deploy/helm): its templates
+	// are rendered and their objects decoded by helm_test.go; Chart.yaml is
+	// loaded with Helm's own loader here.
+	kindHelmChart
 )
 
 // classify returns how a file is checked. Names are the contract: a new kind
 // of file must be added here, so nothing under deploy/ goes unchecked.
 func classify(rel string) fileKind {
 	switch base := filepath.Base(rel); {
+	case strings.HasPrefix(rel, "deploy/helm/"):
+		return kindHelmChart
 	case base == "gatehouse.yaml":
 		return kindGatehouse
 	case base == "istiod-values.yaml":
@@ -88,6 +95,9 @@ func TestEveryFileDecodesStrictly(t *testing.T) {
 			if err != nil {
 				t.Fatal(err)
 			}
+			if classify(rel) == kindHelmChart && strings.Contains(rel, "/templates/") {
+				return // Go templates, not YAML until rendered: TestChartRendersStrictly
+			}
 			docs, err := SplitYAML(data)
 			if err != nil {
 				t.Fatalf("%s: %v", rel, err)
@@ -108,6 +118,18 @@ func TestEveryFileDecodesStrictly(t *testing.T) {
 				if _, err := DecodeEnvoyBootstrap(data); err != nil {
 					t.Fatalf("%s: %v", rel, err)
 				}
+			case kindHelmChart:
+				if filepath.Base(rel) == "Chart.yaml" {
+					md, err := chartutil.LoadChartfile(filepath.Join(root, rel))
+					if err != nil {
+						t.Fatalf("%s: %v", rel, err)
+					}
+					if err := md.Validate(); err != nil {
+						t.Fatalf("%s: %v", rel, err)
+					}
+				}
+				// values.yaml: parsed above (duplicate keys are errors);
+				// what it renders is checked by helm_test.go.
 			case kindPrometheusRules:
 				// Parsed above (duplicate keys are errors); the rules
 				// themselves are checked by test/observability.
