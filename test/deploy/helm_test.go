@@ -375,10 +375,10 @@ func TestChartGoMemLimit(t *testing.T) {
 		{values: `resources: {limits: {memory: 512Mi}}`, want: "460MiB"},
 		{values: `resources: {limits: {memory: 1Gi}}`, want: "921MiB"},
 		{values: `resources: {limits: {memory: 1.5Gi}}`, want: "1382MiB"},
-		{values: `resources: {limits: {memory: 1G}}`, want: "858MiB"},         // 10^9 bytes
-		{values: `resources: {limits: {memory: 300M}}`, want: "257MiB"},       // 3*10^8 bytes
-		{values: `resources: {limits: {memory: 262144Ki}}`, want: "230MiB"},   // 256Mi
-		{values: `resources: {limits: {memory: 268435456}}`, want: "230MiB"},  // bytes, a YAML number
+		{values: `resources: {limits: {memory: 1G}}`, want: "858MiB"},          // 10^9 bytes
+		{values: `resources: {limits: {memory: 300M}}`, want: "257MiB"},        // 3*10^8 bytes
+		{values: `resources: {limits: {memory: 262144Ki}}`, want: "230MiB"},    // 256Mi
+		{values: `resources: {limits: {memory: 268435456}}`, want: "230MiB"},   // bytes, a YAML number
 		{values: `resources: {limits: {memory: "268435456"}}`, want: "230MiB"}, // bytes, a string
 		{values: `{resources: {limits: {memory: 1Gi}}, goMemLimitPercent: 80}`, want: "819MiB"},
 		{values: `goMemLimit: 200MiB`, want: "200MiB"},
