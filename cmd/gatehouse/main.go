@@ -2,11 +2,17 @@
 // Authorization/Check over gRPC, decided by Rego policies.
 //
 //	gatehouse [--config gatehouse.yaml] [--grpc-addr :9191] [--http-addr :8181] [--admin-addr 127.0.0.1:9192] [--address-file PATH]
+//	gatehouse validate [--config gatehouse.yaml] [--jwks]
+//	gatehouse --version
 //
-// With no --config it runs on the embedded defaults. With --address-file it
-// writes the bound listener addresses as a JSON object once it listens
-// ({"grpc": "127.0.0.1:40123", "http": "127.0.0.1:40124"}), so a supervisor or
-// a test that asked for port 0 learns the ports without reading the log.
+// With no --config it runs on the embedded defaults. validate loads the
+// configuration and its policies as the server does at start, without
+// listening, and exits 0 when the server would start (validate.go).
+//
+// With --address-file it writes the bound listener addresses as a JSON
+// object once it listens ({"grpc": "127.0.0.1:40123", "http":
+// "127.0.0.1:40124"}), so a supervisor or a test that asked for port 0 learns
+// the ports without reading the log.
 package main
 
 import (
@@ -25,14 +31,25 @@ import (
 	"github.com/gatehouse-dev/gatehouse/internal/version"
 )
 
+const mainUsage = `Usage: gatehouse [--config FILE] [--grpc-addr ADDR] [--http-addr ADDR] [--admin-addr ADDR] [--address-file PATH]
+       gatehouse validate [--config FILE] [--jwks]   (check a configuration; --help for more)
+       gatehouse --version
+
+`
+
 func main() {
 	os.Exit(run(os.Args[1:], os.Stdout, os.Stderr))
 }
 
 // run parses the flags, loads the configuration and serves until SIGINT or
-// SIGTERM. Exit codes: 0 after a clean stop, 1 when serving failed, 2 for a
-// usage or configuration error.
+// SIGTERM, or runs the validate subcommand. Exit codes: 0 after a clean stop,
+// 1 when serving failed, 2 for a usage or configuration error.
 func run(args []string, stdout, stderr io.Writer) int {
+	if len(args) > 0 && args[0] == "validate" {
+		ctx, stop := signal.NotifyContext(context.Background(), syscall.SIGINT, syscall.SIGTERM)
+		defer stop()
+		return validate(ctx, args[1:], stdout, stderr)
+	}
 	fs := flag.NewFlagSet("gatehouse", flag.ContinueOnError)
 	fs.SetOutput(stderr)
 	configPath := fs.String("config", "", "configuration file (YAML); empty runs on the embedded defaults")
@@ -42,7 +59,7 @@ func run(args []string, stdout, stderr io.Writer) int {
 	addressFile := fs.String("address-file", "", "write the bound listener addresses as JSON to this file once listening (replaced atomically)")
 	showVersion := fs.Bool("version", false, "print the version, the VCS revision and the Go version, and exit")
 	fs.Usage = func() {
-		fmt.Fprintf(stderr, "Usage: gatehouse [--config FILE] [--grpc-addr ADDR] [--http-addr ADDR] [--admin-addr ADDR] [--address-file PATH]\n\n")
+		fmt.Fprint(stderr, mainUsage)
 		fs.PrintDefaults()
 	}
 	if err := fs.Parse(args); err != nil {

@@ -52,6 +52,8 @@ type parts struct {
 	tokens *jwt.Verifier
 	authz  *authz.Server
 	limits authz.Limits
+	// forwardAuth is nil when listen.forward_auth is off.
+	forwardAuth *forwardauth.Handler
 	// draining is set on SIGTERM, before in-flight checks finish: /readyz
 	// answers 503 from then on, as gRPC health answers NOT_SERVING.
 	draining atomic.Bool
@@ -59,7 +61,21 @@ type parts struct {
 	*telemetry
 }
 
-func build(ctx context.Context, cfg *config.Config, file string, logger *slog.Logger, decisions io.Writer) (*parts, error) {
+// buildOptions are what build needs beside the configuration.
+type buildOptions struct {
+	// file is the configuration file, named in configuration errors.
+	file string
+	// jwksClient fetches the JWT providers' key sets; nil for the default
+	// transport. `gatehouse validate` gives one that cannot dial.
+	jwksClient *http.Client
+}
+
+// build makes every part the configuration describes, without listening:
+// whatever the configuration gets wrong fails here, as a *configError, which
+// is why `gatehouse validate` runs exactly this. The JWT providers start
+// fetching their key sets in the background (Close the tokens to stop them).
+func build(ctx context.Context, cfg *config.Config, bo buildOptions, logger *slog.Logger, decisions io.Writer) (*parts, error) {
+	file := bo.file
 	rules := cfg.Rules()
 	engine, err := policy.New(ctx, policy.Options{
 		Paths:       cfg.Policy.Paths,
@@ -84,6 +100,7 @@ func build(ctx context.Context, cfg *config.Config, file string, logger *slog.Lo
 	}
 	jwtOpts := cfg.JWT.Options()
 	jwtOpts.Logger = logger.With("component", "jwt")
+	jwtOpts.HTTPClient = bo.jwksClient
 	tokens, err := jwt.New(ctx, jwtOpts)
 	if err != nil {
 		return nil, &configError{file, err}
@@ -124,7 +141,22 @@ func build(ctx context.Context, cfg *config.Config, file string, logger *slog.Lo
 		tokens.Close()
 		return nil, err
 	}
-	return &parts{policy: engine, tokens: tokens, authz: server, limits: limits, telemetry: tel}, nil
+	p := &parts{policy: engine, tokens: tokens, authz: server, limits: limits, telemetry: tel}
+	if cfg.Listen.ForwardAuth != "" {
+		p.forwardAuth, err = forwardauth.New(forwardauth.Options{
+			Checker:      server,
+			Mode:         cfg.ForwardAuth.Mode,
+			PathPrefix:   cfg.ForwardAuth.PathPrefix,
+			ClientHeader: cfg.ForwardAuth.NGINXClientHeader,
+			MaxBodyBytes: int64(cfg.ForwardAuth.MaxBodyBytes),
+			Logger:       logger.With("component", "forward_auth"),
+		})
+		if err != nil {
+			tokens.Close()
+			return nil, &configError{file, err}
+		}
+	}
+	return p, nil
 }
 
 func (p *parts) ready() bool {
@@ -171,7 +203,7 @@ func writeAddressFile(path string, addrs map[string]string) error {
 // grpc.shutdown_grace), and the listeners close.
 func serve(ctx context.Context, cfg *config.Config, opts serveOptions, logger *slog.Logger, decisions io.Writer) error {
 	file := opts.configFile
-	p, err := build(ctx, cfg, file, logger, decisions)
+	p, err := build(ctx, cfg, buildOptions{file: file}, logger, decisions)
 	if err != nil {
 		return err
 	}
@@ -331,29 +363,18 @@ func serve(ctx context.Context, cfg *config.Config, opts serveOptions, logger *s
 	return nil
 }
 
-// forwardAuthServer builds the forward-auth listener and server when
-// listen.forward_auth is set; both are nil when it is off.
+// forwardAuthServer is the forward-auth listener and server for the handler
+// build made; both are nil when listen.forward_auth is off.
 func forwardAuthServer(cfg *config.Config, p *parts, logger *slog.Logger) (*http.Server, net.Listener, error) {
-	if cfg.Listen.ForwardAuth == "" {
+	if p.forwardAuth == nil {
 		return nil, nil, nil
-	}
-	h, err := forwardauth.New(forwardauth.Options{
-		Checker:      p.authz,
-		Mode:         cfg.ForwardAuth.Mode,
-		PathPrefix:   cfg.ForwardAuth.PathPrefix,
-		ClientHeader: cfg.ForwardAuth.NGINXClientHeader,
-		MaxBodyBytes: int64(cfg.ForwardAuth.MaxBodyBytes),
-		Logger:       logger.With("component", "forward_auth"),
-	})
-	if err != nil {
-		return nil, nil, err
 	}
 	lis, err := net.Listen("tcp", cfg.Listen.ForwardAuth)
 	if err != nil {
 		return nil, nil, fmt.Errorf("listen.forward_auth: %w", err)
 	}
 	srv := &http.Server{
-		Handler:           h,
+		Handler:           p.forwardAuth,
 		ReadHeaderTimeout: forwardauth.ReadHeaderTimeout,
 		ReadTimeout:       forwardauth.ReadTimeout,
 		WriteTimeout:      forwardauth.WriteTimeout,
