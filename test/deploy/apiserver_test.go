@@ -15,6 +15,7 @@ import (
 	"os"
 	"os/exec"
 	"path/filepath"
+	"slices"
 	"strings"
 	"sync"
 	"testing"
@@ -335,6 +336,28 @@ func TestServerSideDryRun(t *testing.T) {
 		}
 	}
 
+	// Everything `helm install` would send, for the chart's defaults and
+	// each overlay helm_test.go renders, each distinct object once.
+	type chartObject struct {
+		overlay string
+		Object
+	}
+	var chartObjs []chartObject
+	for _, ov := range chartOverlays {
+		release, namespace := chartNameFor(ov)
+		rel, err := RenderChart(root, release, namespace, ov.values)
+		if err != nil {
+			t.Fatal(err)
+		}
+		for _, o := range append(rel.Objects, rel.Hooks...) {
+			key := o.APIVersion + "/" + o.Kind + "/" + o.Namespace + "/" + o.Name + "/" + string(o.Raw)
+			if !seen[key] {
+				seen[key] = true
+				chartObjs = append(chartObjs, chartObject{ov.name, o})
+			}
+		}
+	}
+
 	// Namespaces exist for real (the NamespaceLifecycle admission plugin
 	// refuses objects in a namespace that does not exist), as does the
 	// ingress gateway Service that istioctl would have created.
@@ -343,6 +366,9 @@ func TestServerSideDryRun(t *testing.T) {
 		if o.Namespace != "" {
 			namespaces[o.Namespace] = true
 		}
+	}
+	for _, o := range chartObjs {
+		namespaces[o.Namespace] = true
 	}
 	for ns := range namespaces {
 		nsObj := Object{File: "test", APIVersion: "v1", Kind: "Namespace", Name: ns,
@@ -376,6 +402,28 @@ spec:
 	}
 	if len(objs) < 15 {
 		t.Fatalf("only %d objects were applied", len(objs))
+	}
+	var chartKinds []string
+	for _, o := range chartObjs {
+		t.Run(fmt.Sprintf("helm %s/%s/%s/%s", o.overlay, o.Kind, o.Namespace, o.Name), func(t *testing.T) {
+			// The Prometheus Operator's CRDs are not among the Go modules
+			// this test installs CRDs from; the ServiceMonitor is decoded
+			// strictly into the operator's own type by helm_test.go.
+			if gvk := schema.FromAPIVersionAndKind(o.APIVersion, o.Kind); gvk.Group == "monitoring.coreos.com" {
+				if _, err := c.mapper.RESTMapping(gvk.GroupKind(), gvk.Version); err != nil {
+					t.Skipf("%s: the API server has no %s CRD (%v)", o.Object, gvk.GroupKind(), err)
+				}
+			}
+			if err := c.apply(ctx, o.Object, true); err != nil {
+				t.Fatal(err)
+			}
+		})
+		chartKinds = append(chartKinds, o.Kind)
+	}
+	for _, kind := range []string{"Deployment", "Service", "ConfigMap", "ServiceAccount", "PodDisruptionBudget", "HorizontalPodAutoscaler", "NetworkPolicy"} {
+		if !slices.Contains(chartKinds, kind) {
+			t.Errorf("the chart's renders hold no %s", kind)
+		}
 	}
 
 	// The client-IP patch, as `kubectl patch --patch-file` sends it.
