@@ -53,18 +53,21 @@ func compile(ctx context.Context, o buildOptions, dir, goos, goarch string) (map
 	return bins, nil
 }
 
-// imageIndex cross-compiles the binaries for every platform of o into work
-// and assembles the image index.
-func imageIndex(ctx context.Context, o buildOptions, work string) (v1.ImageIndex, error) {
+// imageIndex assembles the image index from the binaries of each of o's
+// platforms: those in have (by "os/arch", from compile), the others
+// cross-compiled into work.
+func imageIndex(ctx context.Context, o buildOptions, have map[string]map[string]string, work string) (v1.ImageIndex, error) {
 	var platforms []oci.Platform
 	for _, p := range o.platforms {
 		goos, goarch, err := gobuild.ParsePlatform(p)
 		if err != nil {
 			return nil, err
 		}
-		bins, err := compile(ctx, o, work, goos, goarch)
-		if err != nil {
-			return nil, err
+		bins := have[p]
+		if bins == nil {
+			if bins, err = compile(ctx, o, work, goos, goarch); err != nil {
+				return nil, err
+			}
 		}
 		platforms = append(platforms, oci.Platform{OS: goos, Arch: goarch, Variant: variant(goarch), Binaries: bins})
 	}
@@ -99,7 +102,7 @@ func buildImage(ctx context.Context, o buildOptions, out string) (v1.Hash, error
 	if err := os.RemoveAll(work); err != nil {
 		return v1.Hash{}, err
 	}
-	idx, err := imageIndex(ctx, o, work)
+	idx, err := imageIndex(ctx, o, nil, work)
 	if err != nil {
 		return v1.Hash{}, err
 	}
