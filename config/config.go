@@ -60,8 +60,9 @@ type Listen struct {
 	GRPC string `yaml:"grpc"`
 	// HTTP is the operations listener (/healthz, /readyz, later /metrics).
 	HTTP string `yaml:"http"`
-	// HTTPMaxConns caps the ops listener's open connections; more wait in
-	// the kernel's backlog. Default 64.
+	// HTTPMaxConns caps the ops listener's open connections. At the cap, the
+	// longest-idle or longest-stalled connection is closed to make room for
+	// a new one (internal/connlimit), so probes are never starved. Default 64.
 	HTTPMaxConns int `yaml:"http_max_conns"`
 	// ForwardAuth is the HTTP forward-auth listener for Traefik, NGINX, Caddy
 	// and Envoy's HTTP ext_authz. Empty (the default) means off.

@@ -16,7 +16,6 @@ import (
 	"time"
 
 	authv3 "github.com/envoyproxy/go-control-plane/envoy/service/auth/v3"
-	"golang.org/x/net/netutil"
 	"google.golang.org/grpc"
 	"google.golang.org/grpc/health"
 	healthpb "google.golang.org/grpc/health/grpc_health_v1"
@@ -27,6 +26,7 @@ import (
 	"github.com/gatehouse-dev/gatehouse/authz/forwardauth"
 	"github.com/gatehouse-dev/gatehouse/authz/jwt"
 	"github.com/gatehouse-dev/gatehouse/config"
+	"github.com/gatehouse-dev/gatehouse/internal/connlimit"
 	"github.com/gatehouse-dev/gatehouse/internal/version"
 	"github.com/gatehouse-dev/gatehouse/policy"
 )
@@ -251,16 +251,22 @@ func serve(ctx context.Context, cfg *config.Config, opts serveOptions, logger *s
 
 	// The ops listener serves probes and scrapes: small requests, quick
 	// answers. Timeouts and a connection cap keep idle or slow clients from
-	// holding the descriptors that checks need (reliability finding 8).
+	// holding the descriptors that checks need; at the cap, the idle and
+	// stalled connections make room (internal/connlimit), so that no number
+	// of them can keep the kubelet's probes out and get the pod restarted.
+	opsLis := connlimit.New(httpLis, connlimit.Options{Max: cfg.Listen.HTTPMaxConns})
 	hsrv := &http.Server{
 		Handler:           opsHandler(p, cfg),
-		ReadHeaderTimeout: 5 * time.Second,
+		ConnState:         opsLis.ConnState,
+		ReadHeaderTimeout: 3 * time.Second,
 		ReadTimeout:       10 * time.Second,
 		WriteTimeout:      30 * time.Second,
 		IdleTimeout:       60 * time.Second,
 		MaxHeaderBytes:    16 << 10,
+		// The ops endpoints answer OPTIONS themselves, as any other method.
+		DisableGeneralOptionsHandler: true,
 	}
-	httpLis = netutil.LimitListener(httpLis, cfg.Listen.HTTPMaxConns)
+	httpLis = opsLis
 	fa, faLis, err := forwardAuthServer(cfg, p, logger)
 	if err != nil {
 		grpcLis.Close()
@@ -380,7 +386,10 @@ func forwardAuthServer(cfg *config.Config, p *parts, logger *slog.Logger) (*http
 		WriteTimeout:      forwardauth.WriteTimeout,
 		IdleTimeout:       forwardauth.IdleTimeout,
 		MaxHeaderBytes:    forwardauth.MaxHeaderBytes,
-		ErrorLog:          slog.NewLogLogger(logger.With("component", "forward_auth").Handler(), slog.LevelWarn),
+		// "OPTIONS *" would otherwise be answered 200 by net/http itself,
+		// with no decision and no log line; the handler refuses it (404).
+		DisableGeneralOptionsHandler: true,
+		ErrorLog:                     slog.NewLogLogger(logger.With("component", "forward_auth").Handler(), slog.LevelWarn),
 	}
 	return srv, lis, nil
 }
