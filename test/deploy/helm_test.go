@@ -556,14 +556,22 @@ func decodeFile(t *testing.T, root, rel string) Decoded {
 	return d
 }
 
-// TestChartRejectsBadValues: values the chart cannot honour fail the install
-// with a message, instead of rendering something else.
+// TestChartRejectsBadValues: values the chart cannot honour, and keys it does
+// not know, fail the install with a message instead of rendering something
+// else.
 func TestChartRejectsBadValues(t *testing.T) {
 	root := repoRoot(t)
 	for _, tc := range []struct{ values, want string }{
 		{`config: {listen: {grpc: "grpc"}}`, "config.listen"},
 		{`resources: {limits: {memory: 1Ei}}`, "GOMEMLIMIT"},
 		{`podDisruptionBudget: {minAvailable: 1, maxUnavailable: 1}`, "minAvailable"},
+		// values.schema.json: a misspelt key or a wrong type fails.
+		{`replica: 3`, "replica"},
+		{`image: {tags: v1.0.0}`, "tags"},
+		{`image: {digest: "sha256:abc"}`, "digest"},
+		{`service: {ports: {grpc: "9191"}}`, "grpc"},
+		{`autoscaling: {enable: false}`, "enable"},
+		{`policies: {authz.rego: {package: x}}`, "authz.rego"},
 	} {
 		t.Run(tc.values, func(t *testing.T) {
 			_, err := RenderChart(root, chartRelease, chartNamespace, tc.values)
