@@ -31,7 +31,7 @@ import (
 
 // The identity every test build carries; the labels are checked against it.
 const (
-	testVersion  = "v0.0.0-test"
+	testVersion  = "v0.0.0-1-g0123456" // git describe, one commit past a tag
 	testRevision = "0123456789abcdef0123456789abcdef01234567"
 	testCreated  = 1700000000 // 2023-11-14T22:13:20Z
 )

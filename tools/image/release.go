@@ -40,13 +40,18 @@ var (
 	describeTag = regexp.MustCompile(`-\d+-g[0-9a-f]{7,}$|-dirty$`)
 )
 
+// isTagged reports whether version names a release rather than a snapshot.
+func isTagged(version string) bool {
+	return tagVersion.MatchString(version) && !describeTag.MatchString(version)
+}
+
 // release writes every artifact of one version into r.out (replaced) and
 // SHA256SUMS over them, and prints what it wrote.
 func release(ctx context.Context, o buildOptions, r releaseOptions, stdout io.Writer) error {
 	if r.out == "" {
 		return fmt.Errorf("--out is required")
 	}
-	tagged := tagVersion.MatchString(o.version) && !describeTag.MatchString(o.version)
+	tagged := isTagged(o.version)
 	if !tagged {
 		fmt.Fprintf(os.Stderr, "release: %s is not a tagged clean tree: a snapshot, not a release\n", o.version)
 	}
