@@ -62,11 +62,8 @@ func run(args []string, stdout, stderr io.Writer) int {
 		fmt.Fprint(stderr, mainUsage)
 		fs.PrintDefaults()
 	}
-	if err := fs.Parse(args); err != nil {
-		if errors.Is(err, flag.ErrHelp) {
-			return 0
-		}
-		return 2
+	if code, ok := parseArgs(fs, args, stderr); !ok {
+		return code
 	}
 	if *showVersion {
 		fmt.Fprintln(stdout, "gatehouse", version.Get())

@@ -118,14 +118,15 @@ func parseArgs(fs *flag.FlagSet, args []string, stderr io.Writer) (code int, ok 
 	return 0, true
 }
 
-// argumentHint says what an operator who typed rest probably meant.
+// argumentHint says why rest (the arguments from the first positional one
+// on) is refused, and what was probably meant.
 func argumentHint(fs *flag.FlagSet, rest []string) string {
-	hint := ": this command takes flags only"
-	if len(rest) > 1 {
-		hint += fmt.Sprintf(", and nothing after the first argument was read (%s)", strings.Join(rest[1:], " "))
+	hint := ": " + fs.Name() + " takes flags only"
+	if fs.Name() == "gatehouse" {
+		hint += " (its one subcommand, validate, comes first: gatehouse validate --config FILE)"
 	}
-	if fs.Name() == "gatehouse" && rest[0] == "validate" {
-		hint += "; the validate subcommand comes first: gatehouse validate --config FILE"
+	if len(rest) > 1 {
+		hint += fmt.Sprintf("; what follows it would not have been read either: %s", strings.Join(rest[1:], " "))
 	}
 	return hint
 }

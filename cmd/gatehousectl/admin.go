@@ -94,8 +94,8 @@ func (a *app) status(ctx context.Context, args []string) error {
 	if err != nil {
 		return err
 	}
-	if len(pos) > 0 {
-		return usageErrorf("status", "unexpected argument %q", pos[0])
+	if err := refuseArguments("status", statusUsage, pos, 0, ""); err != nil {
+		return err
 	}
 	if c.caFile != "" {
 		c.tls = true

@@ -122,8 +122,12 @@ func parseRequestFlags(cmd, usage, defaultAddr string, args []string, stdin io.R
 	if err != nil {
 		return o, err
 	}
-	if len(pos) > 0 {
-		return o, usageErrorf(cmd, "unexpected argument %q", pos[0])
+	hint := ""
+	if len(pos) > 0 && strings.HasPrefix(pos[0], "/") {
+		hint = " (the request path is given with --path)"
+	}
+	if err := refuseArguments(cmd, usage, pos, 0, hint); err != nil {
+		return o, err
 	}
 	set := flagsSet(fs)
 	o.spec.headers, o.spec.contextExtensions = headers, exts

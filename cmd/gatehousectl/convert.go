@@ -60,8 +60,11 @@ func (a *app) convert(_ context.Context, args []string) error {
 	if err != nil {
 		return err
 	}
-	if len(rest) != 1 {
-		return usageErrorf(cmd, "want exactly one FILE (or - for standard input), got %d arguments", len(rest))
+	if err := refuseArguments(cmd, convertUsage, rest, 1, " (convert takes one FILE; put several objects in one file, separated by ---)"); err != nil {
+		return err
+	}
+	if len(rest) == 0 {
+		return usageErrorf(cmd, "want one FILE (or - for standard input), got none")
 	}
 	o.file = rest[0]
 

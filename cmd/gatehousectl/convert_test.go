@@ -191,8 +191,8 @@ func TestConvertStdinAndErrors(t *testing.T) {
 		{"not YAML", "a: [", []string{"-"}, exitError, "not valid YAML"},
 		{"a scalar document", "just text", []string{"-"}, exitError, "must be a YAML mapping"},
 		{"every rule without issuer", "apiVersion: security.istio.io/v1\nkind: RequestAuthentication\nmetadata: {name: r}\nspec:\n  jwtRules: [{jwksUri: https://x}]\n", []string{"-"}, exitError, "no jwtRules could be converted"},
-		{"two files", "", []string{"a.yaml", "b.yaml"}, exitError, "exactly one FILE"},
-		{"no file", "", nil, exitError, "exactly one FILE"},
+		{"two files", "", []string{"a.yaml", "b.yaml"}, exitError, `unexpected argument "b.yaml" (convert takes one FILE`},
+		{"no file", "", nil, exitError, "want one FILE (or - for standard input), got none"},
 	}
 	for _, tc := range tests {
 		t.Run(tc.name, func(t *testing.T) {

@@ -118,8 +118,8 @@ func parseJWKSGenerateFlags(args []string) (jwksGenerateOptions, error) {
 	if err != nil {
 		return o, err
 	}
-	if len(pos) > 0 {
-		return o, usageErrorf(cmd, "unexpected argument %q", pos[0])
+	if err := refuseArguments(cmd, jwksGenerateUsage, pos, 0, ""); err != nil {
+		return o, err
 	}
 	switch alg {
 	case "RS256", "PS256", "ES256", "ES384", "EdDSA":
@@ -290,8 +290,8 @@ func parseJWKSServeFlags(args []string) (jwksServeOptions, error) {
 	if err != nil {
 		return o, err
 	}
-	if len(pos) > 0 {
-		return o, usageErrorf(cmd, "unexpected argument %q", pos[0])
+	if err := refuseArguments(cmd, jwksServeUsage, pos, 0, " (the key set is given with --jwks)"); err != nil {
+		return o, err
 	}
 	if o.jwksFile == "" {
 		return o, usageErrorf(cmd, "--jwks is required")

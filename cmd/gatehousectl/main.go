@@ -35,10 +35,12 @@ var errDenied = errors.New("denied")
 // errTestsFailed is returned when policy tests ran and at least one failed.
 var errTestsFailed = errors.New("tests failed")
 
-// usageError is a command-line mistake; main prints it with a pointer to --help.
+// usageError is a command-line mistake; main prints it, then the usage
+// synopsis when there is one, and a pointer to --help.
 type usageError struct {
-	cmd string
-	err error
+	cmd   string
+	err   error
+	usage string // the command's synopsis ("Usage: ..." lines), or ""
 }
 
 func (e *usageError) Error() string { return e.err.Error() }
@@ -46,6 +48,28 @@ func (e *usageError) Unwrap() error { return e.err }
 
 func usageErrorf(cmd, format string, args ...any) error {
 	return &usageError{cmd: cmd, err: fmt.Errorf(format, args...)}
+}
+
+// refuseArguments returns nil when the positional arguments pos are no more
+// than the taken the command uses, and otherwise a usage error naming the
+// first one beyond them, with hint (" (did you mean ...?)" or "") and the
+// synopsis of usage. A command must not run on a command line it only half
+// understood.
+func refuseArguments(cmd, usage string, pos []string, taken int, hint string) error {
+	if len(pos) <= taken {
+		return nil
+	}
+	return &usageError{
+		cmd:   cmd,
+		err:   fmt.Errorf("unexpected argument %q%s", pos[taken], hint),
+		usage: synopsis(usage),
+	}
+}
+
+// synopsis is usage up to its first blank line: the "Usage: ..." lines.
+func synopsis(usage string) string {
+	s, _, _ := strings.Cut(usage, "\n\n")
+	return strings.TrimSpace(s) + "\n"
 }
 
 func main() {
@@ -105,6 +129,9 @@ func (a *app) dispatch(ctx context.Context, args []string) error {
 		fmt.Fprint(a.stdout, mainUsage)
 		return nil
 	case "-version", "--version":
+		if err := refuseArguments("", "Usage: gatehousectl --version", rest, 0, ""); err != nil {
+			return err
+		}
 		fmt.Fprintln(a.stdout, "gatehouse", version.Get())
 		return nil
 	case "check":
@@ -142,7 +169,7 @@ func (a *app) exitCode(err error) int {
 	var ue *usageError
 	if errors.As(err, &ue) {
 		name := strings.TrimSpace("gatehousectl " + ue.cmd)
-		fmt.Fprintf(a.stderr, "%s: %v\nRun '%s --help' for usage.\n", name, ue.err, name)
+		fmt.Fprintf(a.stderr, "%s: %v\n%sRun '%s --help' for usage.\n", name, ue.err, ue.usage, name)
 		return exitError
 	}
 	fmt.Fprintf(a.stderr, "gatehousectl: %v\n", err)

@@ -3,6 +3,7 @@ package main
 import (
 	"bytes"
 	"context"
+	"fmt"
 	"strings"
 	"testing"
 )
@@ -101,5 +102,57 @@ func TestParseFlagsInterspersed(t *testing.T) {
 				t.Errorf("run=%q v=%t, want %q %t", *run, *v, tc.wantRun, tc.wantBool)
 			}
 		})
+	}
+}
+
+// TestRefusesArguments: every command refuses a positional argument it does
+// not take (commands that take a FILE or a TOKEN refuse the ones after it)
+// with exit code 2, the argument's name and the command's usage, before it
+// reads a file or dials anything.
+func TestRefusesArguments(t *testing.T) {
+	tests := []struct {
+		name  string
+		args  []string
+		arg   string // the argument the message must name
+		usage string // the synopsis the message must show
+	}{
+		{"version", []string{"--version", "extra"}, "extra", "Usage: gatehousectl --version"},
+		{"check", []string{"check", "--addr", "127.0.0.1:1", "extra", "--path", "/x"}, "extra", "Usage: gatehousectl check [flags]"},
+		{"check with a path", []string{"check", "/orders"}, "/orders", "(the request path is given with --path)"},
+		{"check after a double dash", []string{"check", "--", "--path", "/x"}, "--path", "Usage: gatehousectl check [flags]"},
+		{"explain", []string{"explain", "extra"}, "extra", "Usage: gatehousectl explain [flags]"},
+		{"status", []string{"status", "--json", "extra"}, "extra", "Usage: gatehousectl status [flags]"},
+		{"jwks generate", []string{"jwks", "generate", "--out-private", "k.json", "--out-jwks", "j.json", "extra"}, "extra", "Usage: gatehousectl jwks generate --alg ALG"},
+		{"jwks serve", []string{"jwks", "serve", "jwks.json"}, "jwks.json", "Usage: gatehousectl jwks serve --jwks jwks.json"},
+		{"token", []string{"token", "--key", "k.json", "extra"}, "extra", "Usage: gatehousectl token --key key.json [flags]"},
+		{"token decode", []string{"token", "decode", "a.b.c", "d.e.f"}, "d.e.f", "Usage: gatehousectl token decode [TOKEN|-]"},
+		{"policy eval", []string{"policy", "eval", "--input", "in.json", "./policies"}, "./policies", "Usage: gatehousectl policy eval --input in.json"},
+		{"convert", []string{"convert", "requestauthentication", "a.yaml", "b.yaml"}, "b.yaml", "Usage: gatehousectl convert requestauthentication [--jwks-dir DIR] FILE"},
+	}
+	for _, tc := range tests {
+		t.Run(tc.name, func(t *testing.T) {
+			r := runCLI(t, tc.args...)
+			r.wantCode(t, exitError)
+			for _, want := range []string{fmt.Sprintf("unexpected argument %q", tc.arg), tc.usage, "--help' for usage."} {
+				if !strings.Contains(r.stderr, want) {
+					t.Errorf("stderr lacks %q:\n%s", want, r.stderr)
+				}
+			}
+			if r.stdout != "" {
+				t.Errorf("stdout %q, want nothing", r.stdout)
+			}
+		})
+	}
+}
+
+// TestPolicyTestTakesPaths: policy test's positional arguments are its
+// policy paths, so none is refused.
+func TestPolicyTestTakesPaths(t *testing.T) {
+	o, err := parsePolicyTestFlags([]string{"testdata/rego/passing", "--run", "x", "testdata/rego/mixed"})
+	if err != nil {
+		t.Fatal(err)
+	}
+	if strings.Join(o.paths, ",") != "testdata/rego/passing,testdata/rego/mixed" || o.run != "x" {
+		t.Errorf("paths %q run %q", o.paths, o.run)
 	}
 }

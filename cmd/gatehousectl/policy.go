@@ -215,8 +215,8 @@ func parsePolicyEvalFlags(args []string) (policyEvalOptions, error) {
 	if err != nil {
 		return o, err
 	}
-	if len(pos) > 0 {
-		return o, usageErrorf(cmd, "unexpected argument %q (policies are given with --policy)", pos[0])
+	if err := refuseArguments(cmd, policyEvalUsage, pos, 0, " (policies are given with --policy)"); err != nil {
+		return o, err
 	}
 	o.paths = paths
 	if o.input == "" {

@@ -114,8 +114,8 @@ func parseTokenFlags(args []string) (tokenOptions, error) {
 	if err != nil {
 		return o, err
 	}
-	if len(pos) > 0 {
-		return o, usageErrorf(cmd, "unexpected argument %q (did you mean 'token decode'?)", pos[0])
+	if err := refuseArguments(cmd, tokenUsage, pos, 0, " (did you mean 'token decode'?)"); err != nil {
+		return o, err
 	}
 	o.audience, o.claims = aud, claims
 	if o.keyFile == "" {
@@ -255,13 +255,12 @@ func parseTokenDecodeFlags(args []string) (tokenDecodeOptions, error) {
 	if err != nil {
 		return o, err
 	}
-	switch len(pos) {
-	case 0:
-		o.token = "-"
-	case 1:
+	if err := refuseArguments(cmd, tokenDecodeUsage, pos, 1, " (decode takes one token)"); err != nil {
+		return o, err
+	}
+	o.token = "-"
+	if len(pos) == 1 {
 		o.token = pos[0]
-	default:
-		return o, usageErrorf(cmd, "want one token, got %d arguments", len(pos))
 	}
 	return o, nil
 }
