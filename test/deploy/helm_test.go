@@ -12,15 +12,14 @@ import (
 	"testing"
 
 	"google.golang.org/protobuf/proto"
+	"helm.sh/helm/v3/pkg/chartutil"
+	"helm.sh/helm/v3/pkg/lint"
+	"helm.sh/helm/v3/pkg/lint/support"
 	meshv1alpha1 "istio.io/api/mesh/v1alpha1"
 	securityv1beta1 "istio.io/api/security/v1beta1"
 	corev1 "k8s.io/api/core/v1"
 	apiequality "k8s.io/apimachinery/pkg/api/equality"
 	"k8s.io/apimachinery/pkg/labels"
-
-	"helm.sh/helm/v3/pkg/chartutil"
-	"helm.sh/helm/v3/pkg/lint"
-	"helm.sh/helm/v3/pkg/lint/support"
 	sigsyaml "sigs.k8s.io/yaml"
 )
 
@@ -36,7 +35,10 @@ const (
 type chartOverlay struct {
 	name   string
 	values string
-	check  func(t *testing.T, r *rendered, rel *ChartRelease)
+	// release and namespace: the documented ones (chartRelease,
+	// chartNamespace) when empty.
+	release, namespace string
+	check              func(t *testing.T, r *rendered, rel *ChartRelease)
 }
 
 var chartOverlays = []chartOverlay{
@@ -145,8 +147,7 @@ validate: {enabled: false}
 			t.Errorf("validate.enabled: false still renders %d init containers", n)
 		}
 	}},
-	{name: "another release name, namespace and ports", values: `
-fullnameOverride: ""
+	{name: "another release name, namespace and ports", release: "edge", namespace: "auth", values: `
 config: {listen: {grpc: "0.0.0.0:9292", http: ":8282"}}
 service: {ports: {grpc: 50051, http: 8080}}
 `, check: func(t *testing.T, r *rendered, _ *ChartRelease) {
@@ -156,13 +157,9 @@ service: {ports: {grpc: 50051, http: 8080}}
 	}},
 }
 
-// chartNameFor returns the release and namespace an overlay is installed as:
-// the documented one, except where the overlay is about names.
+// chartNameFor returns the release and namespace an overlay is installed as.
 func chartNameFor(o chartOverlay) (release, namespace string) {
-	if strings.HasPrefix(o.name, "another release name") {
-		return "edge", "auth"
-	}
-	return chartRelease, chartNamespace
+	return cmp.Or(o.release, chartRelease), cmp.Or(o.namespace, chartNamespace)
 }
 
 func env(c *corev1.Container, name string) string {
