@@ -15,7 +15,7 @@ import (
 )
 
 // TestUnreadableQueryIsBadRequest: a query Go cannot read whole must never be
-// read in part (reliability finding 1): a policy denying parsed_query.admin
+// read in part: a policy denying parsed_query.admin
 // would otherwise allow "?admin=1" followed by 10,000 "&".
 func TestUnreadableQueryIsBadRequest(t *testing.T) {
 	cases := []struct{ name, path string }{
@@ -103,7 +103,7 @@ func TestLimits(t *testing.T) {
 
 // TestHeaderCaseMergeIsDeterministic: names differing only in case (from a
 // non-Envoy client) merge in one order, so the same request always gets the
-// same decision (reliability finding 7).
+// same decision, whatever Go's map order.
 func TestHeaderCaseMergeIsDeterministic(t *testing.T) {
 	headers := map[string]string{"X-Forwarded-For": "10.0.0.1", "x-forwarded-for": "203.0.113.9", "X-FORWARDED-FOR": "198.51.100.1"}
 	want := "198.51.100.1,10.0.0.1,203.0.113.9" // sorted by original name: X-FORWARDED-FOR < X-Forwarded-For < x-forwarded-for

@@ -98,6 +98,9 @@ type Engine struct {
 
 	reloadMu sync.Mutex // serializes builds; Eval does not take it
 	current  atomic.Pointer[revision]
+	// watching is closed once Watch has registered its watches (Watching).
+	watching     chan struct{}
+	watchingOnce sync.Once
 	// stats are the reload and evaluation counters (policy/metrics.go).
 	stats engineStats
 }
@@ -143,6 +146,7 @@ func New(ctx context.Context, opts Options) (*Engine, error) {
 		logger = slog.New(slog.NewTextHandler(io.Discard, nil))
 	}
 	e := &Engine{
+		watching: make(chan struct{}),
 		paths:    append([]string(nil), opts.Paths...),
 		decision: decision,
 		version:  version,

@@ -28,6 +28,7 @@ const (
 // once.
 func (e *Engine) Watch(ctx context.Context) error {
 	if len(e.paths) == 0 {
+		e.watchingOnce.Do(func() { close(e.watching) })
 		return nil
 	}
 	var events <-chan fsnotify.Event
@@ -56,6 +57,9 @@ func (e *Engine) Watch(ctx context.Context) error {
 	}
 	addWatches()
 	seen := fingerprint(e.paths)
+	// From here on a write is seen: by its event, or by the poll comparing
+	// against this fingerprint.
+	e.watchingOnce.Do(func() { close(e.watching) })
 
 	debounce := time.NewTimer(time.Hour)
 	debounce.Stop()
@@ -96,6 +100,11 @@ func (e *Engine) Watch(ctx context.Context) error {
 		}
 	}
 }
+
+// Watching is closed once Watch watches the policy files: a change written
+// after it is picked up. A supervisor can wait on it before it reports the
+// watch as active; with no Paths it is closed as soon as Watch is called.
+func (e *Engine) Watching() <-chan struct{} { return e.watching }
 
 // watchTargets splits Paths: directories are watched whole; for files named
 // explicitly their parent directory is watched and only events for the file

@@ -41,8 +41,14 @@ func startWatch(t *testing.T, e *Engine) {
 			t.Error("Watch did not return after cancellation")
 		}
 	})
-	// Let the watcher register before the test writes.
-	time.Sleep(100 * time.Millisecond)
+	// A write after this is seen: the watches are registered.
+	select {
+	case <-e.Watching():
+	case err := <-done:
+		t.Fatalf("Watch returned before watching: %v", err)
+	case <-time.After(5 * time.Second):
+		t.Fatal("Watch never started watching")
+	}
 }
 
 func allowed(t *testing.T, e *Engine) bool {
@@ -66,12 +72,14 @@ func TestWatchDirectory(t *testing.T) {
 	testutil.Eventually(t, watchDeadline, "the new policy to allow", func() bool { return allowed(t, e) })
 	good := e.Revision()
 
-	// A broken write is logged and the last good revision keeps deciding.
+	// A broken write fails its reload, and the last good revision keeps
+	// deciding; the failure is logged, naming the file.
 	testutil.WriteAtomic(t, policyFile, "package envoy.authz\n\nallow := {\n")
-	testutil.Eventually(t, watchDeadline, "the reload failure to be logged", func() bool {
-		return strings.Contains(logs.String(), "policy reload failed, keeping revision "+good)
-	})
-	mustContain(t, logs.String(), "policy.rego:")
+	testutil.Eventually(t, watchDeadline, "the reload to fail", func() bool { return e.LastReloadError() != nil })
+	if msg := e.LastReloadError().Err.Error(); !strings.Contains(msg, "policy.rego:") {
+		t.Errorf("the reload error does not name the file and line: %s", msg)
+	}
+	mustContain(t, logs.String(), "policy reload failed, keeping revision "+good)
 	if e.Revision() != good || !allowed(t, e) {
 		t.Errorf("revision %s (want %s) after a broken write", e.Revision(), good)
 	}
@@ -81,7 +89,11 @@ func TestWatchDirectory(t *testing.T) {
 	if err := os.MkdirAll(filepath.Join(dir, "flags"), 0o755); err != nil {
 		t.Fatal(err)
 	}
-	time.Sleep(2 * watchDebounce) // let the new directory be watched
+	// The reload of that policy (which also watches the new directory) is
+	// a new revision; the data file is written after it.
+	testutil.Eventually(t, watchDeadline, "the data-driven policy to load", func() bool {
+		return e.Revision() != good && e.LastReloadError() == nil
+	})
 	testutil.WriteFiles(t, dir, map[string]string{"flags/data.json": `{"open": false}`})
 	testutil.Eventually(t, watchDeadline, "the data-driven policy to deny", func() bool { return !allowed(t, e) })
 	testutil.WriteFiles(t, dir, map[string]string{"flags/data.json": `{"open": true}`})
@@ -248,9 +260,8 @@ func TestWatchFaults(t *testing.T) {
 				})
 				mustContain(t, logs.String(), "no rule defines the decision")
 			} else {
-				testutil.Eventually(t, watchDeadline, "the failed reload to be logged", func() bool {
-					return logs.Contains("policy reload failed")
-				})
+				testutil.Eventually(t, watchDeadline, "the reload to fail", func() bool { return e.LastReloadError() != nil })
+				mustContain(t, logs.String(), "policy reload failed")
 				if reason, rev := decidedBy(t, e); reason != "v1" || rev != goodRev {
 					t.Fatalf("after the fault: reason %q revision %s, want the last good v1 (%s)\n%s", reason, rev, goodRev, logs.String())
 				}
