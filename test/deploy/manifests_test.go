@@ -199,6 +199,17 @@ metadata: {name: x}
 spec:
   parentRef: {name: public}
 `, "unknown field"},
+		{"unknown ServiceMonitor field", `apiVersion: monitoring.coreos.com/v1
+kind: ServiceMonitor
+metadata: {name: x}
+spec:
+  selector: {matchLabels: {a: b}}
+  endpoints: [{port: http-ops, metricsPath: /metrics}]
+`, "metricsPath"},
+		{"Prometheus Operator kind without a decoder", `apiVersion: monitoring.coreos.com/v1
+kind: PodMonitor
+metadata: {name: x}
+`, "no decoder"},
 		{"unknown kind", `apiVersion: v1
 kind: Servic
 metadata: {name: x}
