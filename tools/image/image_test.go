@@ -160,7 +160,11 @@ func TestRegistryRoundTrip(t *testing.T) {
 	t.Cleanup(srv.Close)
 	host := strings.TrimPrefix(srv.URL, "http://")
 
-	pushed, err := oci.Push(context.Background(), dir, host+"/gatehouse:"+testVersion, []name.Option{name.Insecure})
+	tag, err := name.NewTag(host+"/gatehouse:"+testVersion, name.Insecure)
+	if err != nil {
+		t.Fatal(err)
+	}
+	pushed, err := oci.Push(context.Background(), dir, tag)
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -188,7 +192,6 @@ func TestRegistryRoundTrip(t *testing.T) {
 		t.Fatalf("pulled index differs:\nlocal  %s\nremote %s", lraw, rraw)
 	}
 	// The tag points at the same index.
-	tag, _ := name.NewTag(host+"/gatehouse:"+testVersion, name.Insecure)
 	desc, err := remote.Head(tag)
 	if err != nil {
 		t.Fatal(err)

@@ -27,6 +27,7 @@ import (
 	"time"
 
 	"github.com/google/go-containerregistry/pkg/authn"
+	"github.com/google/go-containerregistry/pkg/name"
 	"github.com/google/go-containerregistry/pkg/v1/remote"
 
 	"github.com/gatehouse-dev/gatehouse/tools/image/oci"
@@ -76,15 +77,15 @@ func run(ctx context.Context, args []string, stdout io.Writer) error {
 		if fs.NArg() != 1 {
 			return errors.New("usage: image push --layout DIR REGISTRY/REPOSITORY:TAG")
 		}
-		digest, err := oci.Push(ctx, *dir, fs.Arg(0), nil, remote.WithAuthFromKeychain(authn.DefaultKeychain))
+		ref, err := name.ParseReference(fs.Arg(0))
 		if err != nil {
 			return err
 		}
-		repo, _, _ := strings.Cut(fs.Arg(0), "@")
-		if i := strings.LastIndex(repo, ":"); i > strings.LastIndex(repo, "/") {
-			repo = repo[:i]
+		digest, err := oci.Push(ctx, *dir, ref, remote.WithAuthFromKeychain(authn.DefaultKeychain))
+		if err != nil {
+			return err
 		}
-		fmt.Fprintf(stdout, "%s@%s\n", repo, digest)
+		fmt.Fprintf(stdout, "%s@%s\n", ref.Context(), digest)
 		return nil
 	case "release":
 		b.register(fs)

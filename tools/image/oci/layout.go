@@ -99,17 +99,13 @@ func WriteArchive(w io.Writer, dir string, mtime time.Time) error {
 // reference) and returns the index's digest. Credentials come from opts
 // (Makefile: the default keychain, as docker login and credential helpers
 // leave them).
-func Push(ctx context.Context, dir, ref string, nameOpts []name.Option, opts ...remote.Option) (v1.Hash, error) {
+func Push(ctx context.Context, dir string, ref name.Reference, opts ...remote.Option) (v1.Hash, error) {
 	idx, err := ReadLayout(dir)
 	if err != nil {
 		return v1.Hash{}, err
 	}
-	r, err := name.ParseReference(ref, nameOpts...)
-	if err != nil {
-		return v1.Hash{}, err
-	}
-	if err := remote.WriteIndex(r, idx, append(opts, remote.WithContext(ctx))...); err != nil {
-		return v1.Hash{}, fmt.Errorf("push %s: %w", r, err)
+	if err := remote.WriteIndex(ref, idx, append(opts, remote.WithContext(ctx))...); err != nil {
+		return v1.Hash{}, fmt.Errorf("push %s: %w", ref, err)
 	}
 	return idx.Digest()
 }
