@@ -96,6 +96,9 @@ type Engine struct {
 	allowNet []string // OPA's form: nil allows any host, empty none
 	netUnset bool     // Options.AllowNet was nil: any host, reported
 
+	// external: revisions come from Activate only (NewAwaitingActivation).
+	external bool
+
 	reloadMu sync.Mutex // serializes builds; Eval does not take it
 	current  atomic.Pointer[revision]
 	// watching is closed once Watch has registered its watches (Watching).
@@ -128,6 +131,9 @@ type revision struct {
 	userModules int
 	// loadedAt is when this revision was built.
 	loadedAt time.Time
+	// placeholder: no policy was activated yet (NewAwaitingActivation); the
+	// revision denies every request and the engine is not ready.
+	placeholder bool
 }
 
 // New loads, compiles and prepares the first revision. A policy that does not
@@ -141,6 +147,19 @@ func New(ctx context.Context, opts Options) (*Engine, error) {
 	if err != nil {
 		return nil, fmt.Errorf("policy: %w", err)
 	}
+	e := newEngine(opts, decision, version)
+	rev, _, err := e.build(ctx, "")
+	if err != nil {
+		return nil, fmt.Errorf("policy: %w", err)
+	}
+	e.current.Store(rev)
+	e.logger.Info("policy loaded", "revision", rev.hash, "decision", e.decision.String(),
+		"rego_version", e.version.String(), "paths", e.paths)
+	return e, nil
+}
+
+// newEngine is an Engine for opts without a revision yet.
+func newEngine(opts Options, decision ast.Ref, version ast.RegoVersion) *Engine {
 	logger := opts.Logger
 	if logger == nil {
 		logger = slog.New(slog.NewTextHandler(io.Discard, nil))
@@ -165,14 +184,7 @@ func New(ctx context.Context, opts Options) (*Engine, error) {
 		e.rules = &rules
 		e.config = rules.Data()
 	}
-	rev, _, err := e.build(ctx, "")
-	if err != nil {
-		return nil, fmt.Errorf("policy: %w", err)
-	}
-	e.current.Store(rev)
-	e.logger.Info("policy loaded", "revision", rev.hash, "decision", e.decision.String(),
-		"rego_version", e.version.String(), "paths", e.paths)
-	return e, nil
+	return e
 }
 
 // Revision returns the short content hash of the active revision's modules,
@@ -185,9 +197,11 @@ func (e *Engine) Revision() string {
 }
 
 // Ready reports whether a revision is active. An Engine returned by New
-// always has one, and a failed reload never removes it.
+// always has one, and a failed reload never removes it; one returned by
+// NewAwaitingActivation has one from its first Activate on.
 func (e *Engine) Ready() bool {
-	return e.current.Load() != nil
+	rev := e.current.Load()
+	return rev != nil && !rev.placeholder
 }
 
 // Reload builds a new revision from the same options, validates it and swaps
@@ -195,6 +209,9 @@ func (e *Engine) Ready() bool {
 // compiler's file:line:col, and the error is returned. An unchanged policy is
 // not recompiled.
 func (e *Engine) Reload(ctx context.Context) error {
+	if e.external {
+		return errors.New("policy reload: this engine's policy is activated from bundles, not read from paths")
+	}
 	e.reloadMu.Lock()
 	defer e.reloadMu.Unlock()
 	old := e.current.Load()
