@@ -94,6 +94,13 @@ func TestReproducible(t *testing.T) {
 		t.Fatal(err)
 	}
 	if digest != digest2 {
+		// Tell go build's differences from the image's.
+		bins1, bins2 := treeHashes(t, first+".work"), treeHashes(t, second+".work")
+		for n, h := range bins1 {
+			if bins2[n] != h {
+				t.Errorf("go build wrote two different %s (did the sources change during the test?)", n)
+			}
+		}
 		t.Fatalf("two builds of one commit: index digests %s and %s", digest, digest2)
 	}
 	a, b := treeHashes(t, first), treeHashes(t, second)

@@ -7,6 +7,7 @@ package oci
 
 import (
 	"bytes"
+	"compress/gzip"
 	"fmt"
 	"io"
 	"os"
@@ -136,6 +137,10 @@ func platformImage(p Platform, base v1.Layer, entrypoint string, anns map[string
 
 // layer is files as a gzip-compressed OCI layer, built in memory (the
 // binaries are tens of MB; the tar is written once and compressed once).
+// Level 6, not go-containerregistry's default 1: measured on both platforms,
+// 41.3 MB instead of 46.8 MB for 1.3 s more; level 9 saves 0.2 MB more for
+// 12 s. The compressed bytes are Go's compress/gzip's: the same Go version
+// gives the same digest.
 func layer(files []file, mtime time.Time) (v1.Layer, error) {
 	var buf bytes.Buffer
 	if err := writeTar(&buf, files, mtime); err != nil {
@@ -144,5 +149,5 @@ func layer(files []file, mtime time.Time) (v1.Layer, error) {
 	raw := buf.Bytes()
 	return tarball.LayerFromOpener(func() (io.ReadCloser, error) {
 		return io.NopCloser(bytes.NewReader(raw)), nil
-	}, tarball.WithMediaType(types.OCILayer), tarball.WithCompressedCaching)
+	}, tarball.WithMediaType(types.OCILayer), tarball.WithCompressionLevel(gzip.DefaultCompression), tarball.WithCompressedCaching)
 }
