@@ -297,15 +297,20 @@ func (r *request) BuildInput(need *policy.Need) (ast.Object, error) {
 // buildFacts fills r.facts from what the server established.
 func (r *request) buildFacts(ip clientip.Result, tok *jwt.Result) *policy.Facts {
 	r.ip, r.token = ip, tok
+	attrs := r.check.GetAttributes()
 	r.facts = policy.Facts{
 		Headers:          r.headers,
 		Path:             r.rawPath,
 		Host:             r.host,
 		ClientIP:         ip.Addr,
 		ClientIPFallback: ip.Fallback,
+		Method:           attrs.GetRequest().GetHttp().GetMethod(),
+		Port:             attrs.GetDestination().GetAddress().GetSocketAddress().GetPortValue(),
+		Peer:             r.peer,
+		SourcePrincipal:  attrs.GetSource().GetPrincipal(),
 	}
 	if tok != nil {
-		r.tokenFacts = policy.TokenFacts{Valid: tok.Valid, Error: tok.Error}
+		r.tokenFacts = policy.TokenFacts{Valid: tok.Valid, Error: tok.Error, Provider: tok.Provider, Claims: tok.Claims}
 		r.facts.Token = &r.tokenFacts
 	}
 	return &r.facts

@@ -19,6 +19,9 @@ type Config struct {
 	ClientIP ClientIP    `yaml:"client_ip"`
 	Bypass   Bypass      `yaml:"bypass"`
 	Headers  HeaderRules `yaml:"headers"`
+	// Authorization holds route rules with Istio AuthorizationPolicy
+	// semantics (config/authorization.go, docs/authorization.md).
+	Authorization Authorization `yaml:"authorization"`
 	Log      Log         `yaml:"log"`
 	Limits   Limits      `yaml:"limits"`
 	// ForwardAuth configures the HTTP forward-auth listener (listen.forward_auth).
@@ -162,6 +165,9 @@ type JWTProvider struct {
 	// ForwardToken false strips the token before the request reaches the upstream.
 	ForwardToken   *bool           `yaml:"forward_token"`
 	ClaimToHeaders []ClaimToHeader `yaml:"claim_to_headers"`
+	// SpaceDelimitedClaims are the claims whose string value authorization
+	// rules read as a space-separated list. Default [scope, scp]; [] for none.
+	SpaceDelimitedClaims []string `yaml:"space_delimited_claims"`
 	PayloadHeader  string          `yaml:"payload_header"`
 
 	// Algorithms restricts accepted algorithms; empty means every asymmetric one

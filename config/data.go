@@ -23,7 +23,16 @@ func (c *Config) Rules() policy.Rules {
 	}
 	for _, p := range c.JWT.Providers {
 		r.Providers = append(r.Providers, p.Name)
+		if r.SpaceDelimitedClaims == nil {
+			r.SpaceDelimitedClaims = map[string][]string{}
+		}
+		if p.SpaceDelimitedClaims == nil {
+			r.SpaceDelimitedClaims[p.Name] = policy.DefaultSpaceDelimitedClaims
+		} else {
+			r.SpaceDelimitedClaims[p.Name] = p.SpaceDelimitedClaims
+		}
 	}
+	r.Authorization = c.Authorization.Policy()
 	return r
 }
 

@@ -374,6 +374,9 @@ func (c *Config) Validate() error {
 			return err
 		}
 	}
+	if err := c.Authorization.validate(); err != nil {
+		return err
+	}
 	if err := c.validateObservability(); err != nil {
 		return err
 	}

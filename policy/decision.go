@@ -77,6 +77,9 @@ type Decision struct {
 	Bypass bool
 	// Revision is the policy revision that decided.
 	Revision string
+	// Audit names the authorization audit rules the request matched (the
+	// Gatehouse extension key "audit"); they never change the decision.
+	Audit []string
 }
 
 // OPA-Envoy result keys, and Gatehouse's two extensions.
@@ -92,6 +95,7 @@ const (
 	keyDynamicMetadata         = "dynamic_metadata"
 	keyReason                  = "reason"
 	keyBypass                  = "bypass"
+	keyAudit                   = "audit"
 )
 
 // parseResult reads a decision from the decision rule's value, with
@@ -170,6 +174,8 @@ func parseObject(obj ast.Object) (Decision, error) {
 				break
 			}
 			d.Bypass = bool(b)
+		case keyAudit:
+			d.Audit, err = stringList(keyAudit, v.Value)
 		}
 		return err != nil
 	})
@@ -344,6 +350,13 @@ func (d Decision) value() ast.Object {
 		ast.Item(ast.InternedTerm(keyAllowed), ast.InternedTerm(d.Allowed)),
 		ast.Item(ast.InternedTerm(keyReason), ast.StringTerm(d.Reason)),
 	)
+	if len(d.Audit) > 0 {
+		names := make([]*ast.Term, len(d.Audit))
+		for i, n := range d.Audit {
+			names[i] = ast.StringTerm(n)
+		}
+		obj.Insert(ast.InternedTerm(keyAudit), ast.ArrayTerm(names...))
+	}
 	if d.Allowed {
 		obj.Insert(ast.InternedTerm(keyBypass), ast.InternedTerm(d.Bypass))
 		return obj

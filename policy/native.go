@@ -3,54 +3,9 @@ package policy
 import (
 	"encoding/json"
 	"fmt"
-	"net/netip"
 	"strings"
 
 	"github.com/gatehouse-dev/gatehouse/internal/ipset"
-)
-
-// Facts are what Go established about one request: everything the configured
-// decision reads. The native decision reads them directly; the Rego
-// specification reads the same facts from the policy input (request_path,
-// attributes.request.http.headers and host, client_ip, client_ip_fallback,
-// jwt).
-type Facts struct {
-	// Headers are the request headers with lower-case names, repeated headers
-	// comma-joined as Envoy sends them.
-	Headers map[string]string
-	// Path is the request path as sent (not percent-decoded), without the
-	// query string and fragment: input.request_path.
-	Path string
-	// Host is attributes.request.http.host, or the :authority header when
-	// that is empty.
-	Host string
-	// ClientIP is the resolved client address; invalid when unknown.
-	ClientIP netip.Addr
-	// ClientIPFallback names why the configured client IP source could not be
-	// used ("" when it could).
-	ClientIPFallback string
-	// Token is the verdict on the request's token; nil when none was
-	// presented (input.jwt absent).
-	Token *TokenFacts
-}
-
-// TokenFacts is the verdict on a presented token.
-type TokenFacts struct {
-	Valid bool
-	// Error is "" when Valid, otherwise the verifier's reason (expired, ...).
-	Error string
-}
-
-// Reasons of the configured decision (docs/policies.md has the table).
-const (
-	ReasonTrustedIP    = "trusted_ip"
-	ReasonTokenValid   = "token_valid"
-	ReasonTokenMissing = "token_missing"
-	// Denials by a header rule are "<kind>:<header name>".
-	KindHeaderDenied          = "header_denied"
-	KindHeaderRequired        = "header_required"
-	KindHeaderInvalid         = "header_invalid"
-	KindHeaderValueNotAllowed = "header_value_not_allowed"
 )
 
 // native is the configured decision compiled from Rules: the decision
@@ -64,6 +19,8 @@ type native struct {
 	global      headerRules
 	scoped      []scopedRules
 	noProviders bool
+	// authz is the authorization section; nil without one.
+	authz *authzRules
 }
 
 type headerRules struct {
@@ -99,6 +56,11 @@ func compileNative(r Rules) (*native, error) {
 		return nil, fmt.Errorf("bypass.trusted_cidrs: %w", err)
 	}
 	n := &native{trusted: trusted, bypassPaths: r.BypassPaths, noProviders: len(r.Providers) == 0}
+	if r.Authorization.AllowNothing || len(r.Authorization.Rules) > 0 {
+		if n.authz, err = compileAuthorization(r.Authorization, r.SpaceDelimitedClaims); err != nil {
+			return nil, err
+		}
+	}
 	if n.global, err = compileHeaderRules(r.Require, r.Deny, r.AllowValues); err != nil {
 		return nil, err
 	}
@@ -158,9 +120,22 @@ func (t *trace) step(name, outcome, detail string) {
 }
 
 // decide is the configured decision for f, recording its steps in tr when
-// tr is not nil. It follows policy/rego/gatehouse/authz.rego step by step;
-// keep the two in step (the differential tests fail otherwise).
+// tr is not nil. It follows policy/rego/gatehouse/authz.rego (and
+// authorization.rego) step by step; keep them in step (the differential tests
+// fail otherwise).
 func (n *native) decide(f *Facts, tr *trace) Decision {
+	var q *authzRequest
+	if n.authz != nil {
+		q = n.authz.request(f)
+	}
+	d := n.decideSteps(f, q, tr)
+	if q != nil {
+		d.Audit = n.authz.auditMatches(q, tr)
+	}
+	return d
+}
+
+func (n *native) decideSteps(f *Facts, q *authzRequest, tr *trace) Decision {
 	host := ""
 	if f.Host != "" {
 		host = normalizeHost(f.Host)
@@ -198,7 +173,18 @@ func (n *native) decide(f *Facts, tr *trace) Decision {
 		}
 	}
 	tr.step("headers.deny", StepPass, "")
-	// 2. Trusted client IP (and bypass path).
+	// 2. Authorization deny rules, for everyone: a deny is explicit, the
+	// trusted networks included.
+	if q != nil {
+		if r := n.authz.deny.first(q); r != nil {
+			tr.step("authorization deny "+r.name, StepDeny, r.reason)
+			return n.denied(f, 403, r.reason, "")
+		}
+		if len(n.authz.deny.rules) > 0 {
+			tr.step("authorization deny rules", StepPass, "none matches")
+		}
+	}
+	// 3. Trusted client IP (and bypass path).
 	switch {
 	case !f.ClientIP.IsValid():
 		tr.step("bypass.trusted_cidrs", StepSkip, "no client IP")
@@ -216,26 +202,32 @@ func (n *native) decide(f *Facts, tr *trace) Decision {
 		}
 		return Decision{Allowed: true, Bypass: true, Reason: ReasonTrustedIP}
 	}
-	// 3. Token present and valid.
-	if f.Token == nil {
-		if n.noProviders {
-			tr.step("token", StepDeny, "no JWT providers are configured")
-		} else {
-			tr.step("token", StepDeny, "no token presented")
-		}
-		return n.denied(f, 401, ReasonTokenMissing, "Bearer realm="+quote(realm(host)))
+	// 4. A presented token must be valid: an invalid one is never an
+	// identity, and is refused even where a rule needs none.
+	if f.Token != nil && !f.Token.Valid {
+		return n.invalidToken(f, host, tr)
 	}
-	if !f.Token.Valid {
-		reason, desc := "token_invalid", "invalid"
-		if f.Token.Error != "" {
-			reason, desc = "token_"+f.Token.Error, f.Token.Error
+	// 5. With allow rules, one must match: otherwise 401 when no token was
+	// presented (one could help), 403 when a valid one was.
+	var allowedBy *authzRule
+	if q != nil && n.authz.enforceAllow {
+		allowedBy = n.authz.allow.first(q)
+		if tr != nil {
+			n.authz.explainAllow(q, allowedBy, tr)
 		}
-		tr.step("token", StepDeny, reason)
-		challenge := "Bearer realm=" + quote(realm(host)) + `, error="invalid_token", error_description=` + quote(desc)
-		return n.denied(f, 401, reason, challenge)
+		if allowedBy == nil {
+			if f.Token == nil {
+				return n.tokenMissing(f, host, tr)
+			}
+			return n.denied(f, 403, ReasonNoMatchingRule, "")
+		}
+	} else {
+		if f.Token == nil {
+			return n.tokenMissing(f, host, tr)
+		}
+		tr.step("token", StepPass, "valid")
 	}
-	tr.step("token", StepPass, "valid")
-	// 4. require / allow_values: global, then each matching scope.
+	// 6. require / allow_values: global, then each matching scope.
 	if reason, ok := n.global.headerViolation(f.Headers); ok {
 		tr.step("headers.require/allow_values", StepDeny, reason)
 		return n.denied(f, 403, reason, "")
@@ -249,9 +241,32 @@ func (n *native) decide(f *Facts, tr *trace) Decision {
 			return n.denied(f, 403, reason, "")
 		}
 	}
-	// 5. Allowed.
+	// 7. Allowed.
+	if allowedBy != nil {
+		tr.step("decision", StepAllow, allowedBy.reason)
+		return Decision{Allowed: true, Reason: allowedBy.reason}
+	}
 	tr.step("decision", StepAllow, ReasonTokenValid)
 	return Decision{Allowed: true, Reason: ReasonTokenValid}
+}
+
+func (n *native) tokenMissing(f *Facts, host string, tr *trace) Decision {
+	if n.noProviders {
+		tr.step("token", StepDeny, "no JWT providers are configured")
+	} else {
+		tr.step("token", StepDeny, "no token presented")
+	}
+	return n.denied(f, 401, ReasonTokenMissing, "Bearer realm="+quote(realm(host)))
+}
+
+func (n *native) invalidToken(f *Facts, host string, tr *trace) Decision {
+	reason, desc := "token_invalid", "invalid"
+	if f.Token.Error != "" {
+		reason, desc = "token_"+f.Token.Error, f.Token.Error
+	}
+	tr.step("token", StepDeny, reason)
+	challenge := "Bearer realm=" + quote(realm(host)) + `, error="invalid_token", error_description=` + quote(desc)
+	return n.denied(f, 401, reason, challenge)
 }
 
 func (n *native) bypassPathOK(path string) bool {

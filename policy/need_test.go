@@ -35,13 +35,13 @@ allow if {
 		{
 			name:   "library used: its reads count",
 			policy: "package envoy.authz\n\nimport data.gatehouse.lib\n\nallow if lib.trusted_ip\n",
-			want:   "attributes.request.http.headers,attributes.request.http.host,attributes.request.http.path,client_ip,client_ip_fallback,jwt,request_path",
+			want:   "attributes.destination.address.socketAddress.portValue,attributes.request.http.headers,attributes.request.http.host,attributes.request.http.method,attributes.request.http.path,attributes.source.address.socketAddress.address,attributes.source.principal,client_ip,client_ip_fallback,jwt,request_path",
 		},
 		{name: "native decision as a fact", policy: "package envoy.authz\n\nallow := input.gatehouse.decision\n", want: "gatehouse.decision"},
 		{
 			name:   "dynamic data ref counts the library",
 			policy: "package other\n\nx if data[input.k].y == 1\n",
-			want:   "attributes.request.http.headers,attributes.request.http.host,attributes.request.http.path,client_ip,client_ip_fallback,jwt,k,request_path",
+			want:   "attributes.destination.address.socketAddress.portValue,attributes.request.http.headers,attributes.request.http.host,attributes.request.http.method,attributes.request.http.path,attributes.source.address.socketAddress.address,attributes.source.principal,client_ip,client_ip_fallback,jwt,k,request_path",
 		},
 	}
 	for _, tc := range cases {

@@ -20,6 +20,12 @@ type Rules struct {
 	// Providers are the JWT provider names; with none, a missing token is
 	// explained in the denial's body.
 	Providers []string
+	// SpaceDelimitedClaims are, per provider, the claims whose string value
+	// the authorization rules read as a space-separated list (default
+	// DefaultSpaceDelimitedClaims).
+	SpaceDelimitedClaims map[string][]string
+	// Authorization is the authorization section (route rules).
+	Authorization Authorization
 }
 
 // HeaderMatch names a header and, optionally, a regular expression its value
@@ -58,9 +64,60 @@ func (r Rules) Data() map[string]any {
 			"trusted_cidrs": anys(r.TrustedCIDRs),
 			"paths":         anys(r.BypassPaths),
 		},
-		"headers": headers,
-		"jwt":     map[string]any{"providers": anys(r.Providers)},
+		"headers":       headers,
+		"jwt":           map[string]any{"providers": anys(r.Providers), "space_delimited_claims": spaceDelimitedData(r.SpaceDelimitedClaims)},
+		"authorization": r.Authorization.data(),
 	}
+}
+
+func spaceDelimitedData(m map[string][]string) map[string]any {
+	out := map[string]any{}
+	for provider, claims := range m {
+		out[provider] = anys(claims)
+	}
+	return out
+}
+
+// data is the section as data.gatehouse.config.authorization: every key of
+// every rule present, so the Rego never guards against a missing one.
+func (a Authorization) data() map[string]any {
+	rules := []any{}
+	for _, r := range a.Rules {
+		action := r.Action
+		if action == "" {
+			action = ActionAllow
+		}
+		m := map[string]any{"name": r.Name, "action": action}
+		for k, v := range map[string][]string{
+			"hosts": r.Hosts, "not_hosts": r.NotHosts, "methods": r.Methods, "not_methods": r.NotMethods,
+			"paths": r.Paths, "not_paths": r.NotPaths,
+			"peer_cidrs": r.PeerCIDRs, "not_peer_cidrs": r.NotPeerCIDRs, "client_cidrs": r.ClientCIDRs, "not_client_cidrs": r.NotClientCIDRs,
+			"principals": r.Principals, "not_principals": r.NotPrincipals, "namespaces": r.Namespaces, "not_namespaces": r.NotNamespaces,
+			"request_principals": r.RequestPrincipals, "not_request_principals": r.NotRequestPrincipals,
+			"audiences": r.Audiences, "not_audiences": r.NotAudiences, "presenters": r.Presenters, "not_presenters": r.NotPresenters,
+		} {
+			m[k] = anys(v)
+		}
+		for k, v := range map[string][]int{"ports": r.Ports, "not_ports": r.NotPorts} {
+			ports := []any{}
+			for _, p := range v {
+				ports = append(ports, p)
+			}
+			m[k] = ports
+		}
+		claims := []any{}
+		for _, c := range r.Claims {
+			claims = append(claims, map[string]any{"path": anys(c.Path), "values": anys(c.Values), "not_values": anys(c.NotValues)})
+		}
+		m["claims"] = claims
+		headers := []any{}
+		for _, h := range r.Headers {
+			headers = append(headers, map[string]any{"name": strings.ToLower(h.Name), "values": anys(h.Values), "not_values": anys(h.NotValues)})
+		}
+		m["headers"] = headers
+		rules = append(rules, m)
+	}
+	return map[string]any{"allow_nothing": a.AllowNothing, "rules": rules}
 }
 
 func headerRulesData(require, deny []HeaderMatch, allow []HeaderValues) map[string]any {

@@ -4,26 +4,53 @@
 #   The decision the embedded policy answers, driven by data.gatehouse.config.
 #   First match wins (docs/policies.md has the reasons table):
 #     1. header deny rules, for everyone: 403 header_denied:<name>
-#     2. trusted client IP (and bypass path): allowed, bypass, trusted_ip
-#     3. no token: 401 token_missing; invalid token: 401 token_<error>
-#     4. require / allow_values rules: 403 header_required|header_invalid|header_value_not_allowed:<name>
-#     5. allowed, token_valid
+#     2. authorization deny rules, for everyone: 403 rule_denied:<name>
+#     3. trusted client IP (and bypass path): allowed, bypass, trusted_ip
+#     4. invalid token: 401 token_<error>
+#     5. with allow rules (or allow_nothing): none matching is 401
+#        token_missing without a token, 403 no_matching_rule with one;
+#        without allow rules: no token is 401 token_missing
+#     6. require / allow_values rules: 403 header_required|header_invalid|header_value_not_allowed:<name>
+#     7. allowed: rule_allowed:<name> (an allow rule matched), else token_valid
+#   The names of the authorization audit rules the request matches are added
+#   as "audit"; they never change the decision.
 package gatehouse.authz
 
+import data.gatehouse.authorization as az
 import data.gatehouse.lib
 
-# decision is the result document (OPA-Envoy keys plus reason and bypass).
+# decision is the result document (OPA-Envoy keys plus reason, bypass and
+# audit).
+decision := object.union(_decision, _audit)
+
+_audit := {"audit": az.audit} if {
+	count(az.audit) > 0
+} else := {}
+
 # One else-chain: exactly one branch answers, so the result is deterministic.
-decision := denied(403, lib.deny_violations_all[0].reason, {}) if {
+_decision := denied(403, lib.deny_violations_all[0].reason, {}) if {
 	count(lib.deny_violations_all) > 0
+} else := denied(403, az.deny_reason, {}) if {
+	az.deny_rule
 } else := {"allowed": true, "bypass": true, "reason": "trusted_ip"} if {
 	lib.bypass
-} else := denied(401, "token_missing", {"www-authenticate": _challenge}) if {
-	not token_present
 } else := denied(401, token_reason, {"www-authenticate": _invalid_token_challenge}) if {
+	token_present
 	not token_valid
+} else := denied(401, "token_missing", {"www-authenticate": _challenge}) if {
+	az.enforce_allow
+	not az.allow_rule
+	not token_present
+} else := denied(403, "no_matching_rule", {}) if {
+	az.enforce_allow
+	not az.allow_rule
+} else := denied(401, "token_missing", {"www-authenticate": _challenge}) if {
+	not az.enforce_allow
+	not token_present
 } else := denied(403, lib.header_violations_all[0].reason, {}) if {
 	count(lib.header_violations_all) > 0
+} else := {"allowed": true, "bypass": false, "reason": az.allow_reason} if {
+	az.enforce_allow
 } else := {"allowed": true, "bypass": false, "reason": "token_valid"}
 
 # token_present: authz put a jwt object in the input (a token was presented).
