@@ -22,8 +22,8 @@ type Config struct {
 	// Authorization holds route rules with Istio AuthorizationPolicy
 	// semantics (config/authorization.go, docs/authorization.md).
 	Authorization Authorization `yaml:"authorization"`
-	Log      Log         `yaml:"log"`
-	Limits   Limits      `yaml:"limits"`
+	Log           Log           `yaml:"log"`
+	Limits        Limits        `yaml:"limits"`
 	// ForwardAuth configures the HTTP forward-auth listener (listen.forward_auth).
 	ForwardAuth ForwardAuth `yaml:"forward_auth"`
 	Ops         Ops         `yaml:"ops"`
@@ -168,7 +168,7 @@ type JWTProvider struct {
 	// SpaceDelimitedClaims are the claims whose string value authorization
 	// rules read as a space-separated list. Default [scope, scp]; [] for none.
 	SpaceDelimitedClaims []string `yaml:"space_delimited_claims"`
-	PayloadHeader  string          `yaml:"payload_header"`
+	PayloadHeader        string   `yaml:"payload_header"`
 
 	// Algorithms restricts accepted algorithms; empty means every asymmetric one
 	// the key supports (RS*, PS*, ES*, EdDSA).
