@@ -197,8 +197,9 @@ image:
 
 ## image-push: push the image index: make image-push IMAGE=registry.example.com/gatehouse:TAG
 ## (credentials from the default keychain: docker login, credential helpers).
-image-push: image
+image-push:
 	@[ -n "$(IMAGE)" ] || { echo "usage: make image-push IMAGE=registry.example.com/gatehouse:TAG"; exit 2; }
+	$(MAKE) --no-print-directory image
 	cd tools/image && $(GO) run . push --layout $(CURDIR)/$(BIN)/image $(IMAGE)
 
 ## release: bin/release: binaries for linux and darwin (amd64, arm64), SHA256SUMS, an SBOM per binary,
