@@ -168,7 +168,7 @@ func TestShippedChart(t *testing.T) {
 		t.Errorf("package name %s", m.FileName())
 	}
 	names := tgzNames(t, tgz)
-	if len(names) == 0 || names[0] == "" {
+	if len(names) == 0 {
 		t.Fatal("empty chart package")
 	}
 	found := false

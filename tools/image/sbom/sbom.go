@@ -49,7 +49,7 @@ func Generate(path string, o Options) (*cdx.BOM, error) {
 		return nil, fmt.Errorf("sbom %s: %w", path, err)
 	}
 
-	main := cdx.Component{
+	app := cdx.Component{
 		BOMRef:      purl(bi.Main.Path, o.Version),
 		Type:        cdx.ComponentTypeApplication,
 		Name:        bi.Main.Path,
@@ -84,11 +84,11 @@ func Generate(path string, o Options) (*cdx.BOM, error) {
 		Tools: &cdx.ToolsChoice{Components: &[]cdx.Component{{
 			Type: cdx.ComponentTypeApplication, Name: o.Tool,
 		}}},
-		Component: &main,
+		Component: &app,
 	}
 	bom.Components = &components
 	// Build info has no graph: everything linked is a dependency of the binary.
-	bom.Dependencies = &[]cdx.Dependency{{Ref: main.BOMRef, Dependencies: &deps}}
+	bom.Dependencies = &[]cdx.Dependency{{Ref: app.BOMRef, Dependencies: &deps}}
 	return bom, nil
 }
 
