@@ -3,11 +3,13 @@
 //
 //	gatehouse [--config gatehouse.yaml] [--grpc-addr :9191] [--http-addr :8181] [--admin-addr 127.0.0.1:9192] [--address-file PATH]
 //	gatehouse validate [--config gatehouse.yaml] [--jwks]
+//	gatehouse run --server [OPA-Envoy's flags] [paths...]
 //	gatehouse --version
 //
 // With no --config it runs on the embedded defaults. validate loads the
 // configuration and its policies as the server does at start, without
-// listening, and exits 0 when the server would start (validate.go).
+// listening, and exits 0 when the server would start (validate.go). run takes
+// OPA-Envoy's command line and OPA's configuration file (run.go).
 //
 // With --address-file it writes the bound listener addresses as a JSON
 // object once it listens ({"grpc": "127.0.0.1:40123", "http":
@@ -33,6 +35,7 @@ import (
 
 const mainUsage = `Usage: gatehouse [--config FILE] [--grpc-addr ADDR] [--http-addr ADDR] [--admin-addr ADDR] [--address-file PATH]
        gatehouse validate [--config FILE] [--jwks]   (check a configuration; --help for more)
+       gatehouse run --server [OPA-Envoy's flags] [paths...]   (drop-in for OPA-Envoy; --help for more)
        gatehouse --version
 
 `
@@ -49,6 +52,11 @@ func run(args []string, stdout, stderr io.Writer) int {
 		ctx, stop := signal.NotifyContext(context.Background(), syscall.SIGINT, syscall.SIGTERM)
 		defer stop()
 		return validate(ctx, args[1:], stdout, stderr)
+	}
+	if len(args) > 0 && args[0] == "run" {
+		ctx, stop := signal.NotifyContext(context.Background(), syscall.SIGINT, syscall.SIGTERM)
+		defer stop()
+		return runOPAEnvoy(ctx, args[1:], stderr)
 	}
 	fs := flag.NewFlagSet("gatehouse", flag.ContinueOnError)
 	fs.SetOutput(stderr)
@@ -91,16 +99,8 @@ func run(args []string, stdout, stderr io.Writer) int {
 		return 2
 	}
 
-	// One writer goroutine owns stderr: decision records are queued (dropped
-	// and counted when the queue is full, never blocking a check);
-	// operational records wait for room and are never dropped.
-	handlerOpts := &slog.HandlerOptions{Level: level(cfg.Log.Level)}
-	direct := slog.New(slog.NewJSONHandler(stderr, handlerOpts))
-	out := asynclog.New(stderr, asynclog.Options{ReportDropped: func(n uint64) {
-		direct.Warn("decision log records dropped: the log output is slower than the checks", "dropped", n)
-	}})
+	logger, out := newLogger(stderr, cfg.Log.Level, "json")
 	defer out.Close()
-	logger := slog.New(slog.NewJSONHandler(out.Blocking(), handlerOpts))
 	ctx, stop := signal.NotifyContext(context.Background(), syscall.SIGINT, syscall.SIGTERM)
 	defer stop()
 	if err := serve(ctx, cfg, serveOptions{configFile: *configPath, addressFile: *addressFile}, logger, out); err != nil {
@@ -113,6 +113,24 @@ func run(args []string, stdout, stderr io.Writer) int {
 		return 1
 	}
 	return 0
+}
+
+// newLogger returns the operational logger and the writer decision records
+// go to. One writer goroutine owns stderr: decision records are queued
+// (dropped and counted when the queue is full, never blocking a check);
+// operational records wait for room and are never dropped. format is json
+// (or json-pretty, written as json) or text.
+func newLogger(stderr io.Writer, lvl, format string) (*slog.Logger, *asynclog.Writer) {
+	handlerOpts := &slog.HandlerOptions{Level: level(lvl)}
+	handler := func(w io.Writer) slog.Handler { return slog.NewJSONHandler(w, handlerOpts) }
+	if format == "text" {
+		handler = func(w io.Writer) slog.Handler { return slog.NewTextHandler(w, handlerOpts) }
+	}
+	direct := slog.New(handler(stderr))
+	out := asynclog.New(stderr, asynclog.Options{ReportDropped: func(n uint64) {
+		direct.Warn("decision log records dropped: the log output is slower than the checks", "dropped", n)
+	}})
+	return slog.New(handler(out.Blocking())), out
 }
 
 func level(s string) slog.Level {

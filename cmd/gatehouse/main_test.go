@@ -9,10 +9,10 @@ import (
 )
 
 // TestRefusesArguments: Go's flag package stops at the first argument that
-// is not a flag, so without a check `gatehouse run --server
-// --config-file=...` (an OPA-Envoy command line) would serve on the embedded
-// defaults. Every positional argument is refused with exit code 2, its name,
-// and the usage; nothing is served.
+// is not a flag, so without a check `gatehouse --config=x.yaml extra` would
+// serve as if extra were not there. Every positional argument other than a
+// subcommand (validate, run: OPA-Envoy's command line, run.go) is refused
+// with exit code 2, its name, and the usage; nothing is served.
 func TestRefusesArguments(t *testing.T) {
 	tests := []struct {
 		name   string
@@ -20,9 +20,9 @@ func TestRefusesArguments(t *testing.T) {
 		stderr []string
 	}{
 		{
-			name:   "OPA-Envoy command line",
+			name:   "OPA-Envoy command line, its configuration missing",
 			args:   []string{"run", "--server", "--config-file=/config/config.yaml"},
-			stderr: []string{`gatehouse: unexpected argument "run"`, "would not have been read either: --server --config-file=/config/config.yaml", "Usage: gatehouse [--config FILE]"},
+			stderr: []string{"gatehouse run: configuration: open /config/config.yaml"},
 		},
 		{
 			name:   "argument after the flags",

@@ -57,6 +57,9 @@ type parts struct {
 	// draining is set on SIGTERM, before in-flight checks finish: /readyz
 	// answers 503 from then on, as gRPC health answers NOT_SERVING.
 	draining atomic.Bool
+	// alsoReady, when set, is one more readiness condition (gatehouse run:
+	// every OPA bundle activated once).
+	alsoReady func() bool
 	// telemetry: metrics registry, shadow policy (cmd/gatehouse/metrics.go).
 	*telemetry
 }
@@ -68,6 +71,9 @@ type buildOptions struct {
 	// jwksClient fetches the JWT providers' key sets; nil for the default
 	// transport. `gatehouse validate` gives one that cannot dial.
 	jwksClient *http.Client
+	// engine, when set, is the policy engine to use instead of one built
+	// from cfg.Policy (gatehouse run: policies from OPA's plugin manager).
+	engine *policy.Engine
 }
 
 // build makes every part the configuration describes, without listening:
@@ -77,17 +83,20 @@ type buildOptions struct {
 func build(ctx context.Context, cfg *config.Config, bo buildOptions, logger *slog.Logger, decisions io.Writer) (*parts, error) {
 	file := bo.file
 	rules := cfg.Rules()
-	engine, err := policy.New(ctx, policy.Options{
-		Paths:       cfg.Policy.Paths,
-		Decision:    cfg.Policy.Decision,
-		RegoVersion: cfg.Policy.RegoVersion,
-		Rules:       &rules,
-		EvalTimeout: cfg.Policy.EvalTimeout.D(),
-		Logger:      logger.With("component", "policy"),
+	engine, err := bo.engine, error(nil)
+	if engine == nil {
+		engine, err = policy.New(ctx, policy.Options{
+			Paths:       cfg.Policy.Paths,
+			Decision:    cfg.Policy.Decision,
+			RegoVersion: cfg.Policy.RegoVersion,
+			Rules:       &rules,
+			EvalTimeout: cfg.Policy.EvalTimeout.D(),
+			Logger:      logger.With("component", "policy"),
 
-		StrictBuiltinErrors: cfg.Policy.StrictBuiltinErrors,
-		AllowNet:            cfg.Policy.AllowNet,
-	})
+			StrictBuiltinErrors: cfg.Policy.StrictBuiltinErrors,
+			AllowNet:            cfg.Policy.AllowNet,
+		})
+	}
 	if err != nil {
 		return nil, &configError{file, err}
 	}
@@ -160,13 +169,15 @@ func build(ctx context.Context, cfg *config.Config, bo buildOptions, logger *slo
 }
 
 func (p *parts) ready() bool {
-	return !p.draining.Load() && p.policy.Ready() && p.tokens.Ready()
+	return !p.draining.Load() && p.policy.Ready() && p.tokens.Ready() && (p.alsoReady == nil || p.alsoReady())
 }
 
 // serveOptions are what serve needs beside the configuration.
 type serveOptions struct {
 	configFile  string // the configuration file, named in configuration errors
 	addressFile string // where to write the bound addresses; "" for nowhere
+	// run is set by `gatehouse run`, the OPA-Envoy drop-in (run.go).
+	run *runParts
 }
 
 // writeAddressFile writes the bound addresses (listener name -> host:port) as
@@ -203,14 +214,28 @@ func writeAddressFile(path string, addrs map[string]string) error {
 // grpc.shutdown_grace), and the listeners close.
 func serve(ctx context.Context, cfg *config.Config, opts serveOptions, logger *slog.Logger, decisions io.Writer) error {
 	file := opts.configFile
-	p, err := build(ctx, cfg, buildOptions{file: file}, logger, decisions)
+	bo := buildOptions{file: file}
+	if opts.run != nil {
+		bo.engine = opts.run.engine
+	}
+	p, err := build(ctx, cfg, bo, logger, decisions)
 	if err != nil {
 		return err
 	}
 	defer p.tokens.Close()
 	defer startGCTuner(cfg, logger).Stop()
+	if opts.run != nil {
+		if err := opts.run.start(ctx, p); err != nil {
+			return &configError{file, err}
+		}
+		defer opts.run.stop()
+	}
 
-	grpcLis, err := net.Listen("tcp", cfg.Listen.GRPC)
+	grpcNetwork, grpcAddr := "tcp", cfg.Listen.GRPC
+	if opts.run != nil && opts.run.grpcNetwork != "" {
+		grpcNetwork, grpcAddr = opts.run.grpcNetwork, opts.run.grpcAddr
+	}
+	grpcLis, err := net.Listen(grpcNetwork, grpcAddr)
 	if err != nil {
 		return &configError{file, fmt.Errorf("listen.grpc: %w", err)}
 	}
@@ -228,7 +253,11 @@ func serve(ctx context.Context, cfg *config.Config, opts serveOptions, logger *s
 	}
 	admin := newAdminGRPC(p)
 
-	gs := grpc.NewServer(
+	var grpcOpts []grpc.ServerOption
+	if opts.run != nil && opts.run.maxSendMsgBytes > 0 {
+		grpcOpts = append(grpcOpts, grpc.MaxSendMsgSize(opts.run.maxSendMsgBytes))
+	}
+	gs := grpc.NewServer(append(grpcOpts,
 		grpc.MaxRecvMsgSize(cfg.GRPC.MaxRecvMsgBytes),
 		// Oversized header sets are refused before they are decoded.
 		grpc.ForceServerCodecV2(authz.Codec(p.limits)),
@@ -240,13 +269,15 @@ func serve(ctx context.Context, cfg *config.Config, opts serveOptions, logger *s
 		grpc.NumStreamWorkers(uint32(max(64, 4*runtime.GOMAXPROCS(0)))),
 		grpc.ChainUnaryInterceptor(p.grpc.UnaryInterceptor()),
 		grpc.ChainStreamInterceptor(p.grpc.StreamInterceptor()),
-	)
+	)...)
 	authv3.RegisterAuthorizationServer(gs, p.authz)
 	hs := health.NewServer()
 	hs.SetServingStatus("", healthpb.HealthCheckResponse_NOT_SERVING)
 	hs.SetServingStatus(authv3.Authorization_ServiceDesc.ServiceName, healthpb.HealthCheckResponse_NOT_SERVING)
 	healthpb.RegisterHealthServer(gs, hs)
-	reflection.Register(gs)
+	if opts.run == nil || opts.run.reflection {
+		reflection.Register(gs)
+	}
 	p.grpc.Init(gs)
 
 	// The ops listener serves probes and scrapes: small requests, quick
@@ -256,7 +287,7 @@ func serve(ctx context.Context, cfg *config.Config, opts serveOptions, logger *s
 	// of them can keep the kubelet's probes out and get the pod restarted.
 	opsLis := connlimit.New(httpLis, connlimit.Options{Max: cfg.Listen.HTTPMaxConns})
 	hsrv := &http.Server{
-		Handler:           opsHandler(p, cfg),
+		Handler:           opsHandler(p, cfg, opts.run),
 		ConnState:         opsLis.ConnState,
 		ReadHeaderTimeout: 3 * time.Second,
 		ReadTimeout:       10 * time.Second,
@@ -318,10 +349,21 @@ func serve(ctx context.Context, cfg *config.Config, opts serveOptions, logger *s
 		}
 		return err
 	}
+	if opts.run != nil {
+		if err := opts.run.serveDiagnostic(hsrv, errc); err != nil {
+			return abort(&configError{file, err})
+		}
+		opts.run.listening()
+	}
 	if opts.addressFile != "" {
 		addrs := map[string]string{"grpc": grpcLis.Addr().String(), "http": httpLis.Addr().String(), "admin": adminLis.Addr().String()}
 		if fa != nil {
 			addrs["forward_auth"] = faLis.Addr().String()
+		}
+		if opts.run != nil {
+			for i, a := range opts.run.diagnosticBound {
+				addrs[fmt.Sprintf("diagnostic%d", i)] = a
+			}
 		}
 		if err := writeAddressFile(opts.addressFile, addrs); err != nil {
 			// Whoever asked for the file waits on it: stop rather than serve
@@ -422,8 +464,11 @@ func watchReadiness(ctx context.Context, p *parts, hs *health.Server, logger *sl
 
 // opsHandler serves /healthz (the process is alive) and /readyz (policies
 // loaded and JWKS fetched), /metrics and, with ops.pprof, /debug/pprof/.
-func opsHandler(p *parts, cfg *config.Config) http.Handler {
+func opsHandler(p *parts, cfg *config.Config, run *runParts) http.Handler {
 	mux := http.NewServeMux()
+	if run != nil {
+		run.opsRoutes(mux)
+	}
 	p.telemetry.opsRoutes(mux, cfg)
 	mux.HandleFunc("GET /healthz", func(w http.ResponseWriter, _ *http.Request) {
 		w.Header().Set("Content-Type", "text/plain")
