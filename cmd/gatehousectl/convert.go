@@ -41,16 +41,19 @@ type convertOptions struct {
 	jwksDir string
 }
 
-func (a *app) convert(_ context.Context, args []string) error {
+func (a *app) convert(ctx context.Context, args []string) error {
 	if len(args) == 0 {
-		fmt.Fprint(a.stderr, convertUsage)
-		return usageErrorf("convert", "missing what to convert: requestauthentication")
+		fmt.Fprint(a.stderr, convertUsage, "\n", convertAuthzUsage)
+		return usageErrorf("convert", "missing what to convert: requestauthentication or authorizationpolicy")
+	}
+	if args[0] == "authorizationpolicy" {
+		return a.convertAuthorizationPolicy(ctx, args[1:])
 	}
 	if args[0] != "requestauthentication" {
 		if args[0] == "-h" || args[0] == "--help" || args[0] == "-help" {
-			return &helpRequest{text: convertUsage}
+			return &helpRequest{text: convertUsage + "\n" + convertAuthzUsage}
 		}
-		return usageErrorf("convert", "unknown conversion %q; the one available is requestauthentication", args[0])
+		return usageErrorf("convert", "unknown conversion %q; the ones available are requestauthentication and authorizationpolicy", args[0])
 	}
 	const cmd = "convert requestauthentication"
 	fs := newFlagSet(cmd)

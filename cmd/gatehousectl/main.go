@@ -112,6 +112,8 @@ Commands:
   policy eval     evaluate a policy against an input document and print the decision
   convert requestauthentication
                   print the jwt configuration equivalent to Istio RequestAuthentication objects
+  convert authorizationpolicy
+                  print the authorization configuration equivalent to Istio AuthorizationPolicy objects
 
 Exit codes: 0 allowed / passed, 1 denied / tests failed, 2 error.
 
