@@ -85,6 +85,7 @@ FUZZ_MATCHER    ?= 20000x
 FUZZ_JSON       ?= 80000x
 FUZZ_SUBREQUEST ?= 40000x
 FUZZ_PARSE      ?= 60000x
+FUZZ_AUTHZ      ?= 10000x
 fuzz:
 	$(GO) test -run '^$$' -fuzz '^FuzzVerify$$' -fuzztime $(FUZZ_VERIFY) ./authz/jwt/
 	$(GO) test -run '^$$' -fuzz '^FuzzParseFast$$' -fuzztime $(FUZZ_PARSE) ./authz/jwt/
@@ -94,6 +95,7 @@ fuzz:
 	$(GO) test -run '^$$' -fuzz '^FuzzMatcher$$' -fuzztime $(FUZZ_MATCHER) ./policy/
 	$(GO) test -run '^$$' -fuzz '^FuzzAppendJSONString$$' -fuzztime $(FUZZ_JSON) ./authz/
 	$(GO) test -run '^$$' -fuzz '^FuzzSubrequest$$' -fuzztime $(FUZZ_SUBREQUEST) ./authz/forwardauth/
+	$(GO) test -run '^$$' -fuzz '^FuzzAuthorizationMatchesRego$$' -fuzztime $(FUZZ_AUTHZ) ./policy/
 
 e2e: proxies
 	GATEHOUSE_CADDY=$(CADDY) $(GO) test -count=1 -v ./test/...

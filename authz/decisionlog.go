@@ -45,6 +45,16 @@ func (s *Server) logDecision(out *outcome, resp *authv3.CheckResponse, took time
 	if out.decision.Bypass {
 		b = append(b, `,"bypass":true`...)
 	}
+	if len(out.decision.Audit) > 0 {
+		b = append(b, `,"audit":[`...)
+		for i, name := range out.decision.Audit {
+			if i > 0 {
+				b = append(b, ',')
+			}
+			b = appendJSONString(b, name)
+		}
+		b = append(b, ']')
+	}
 	if out.err != nil {
 		b = appendField(b, "error", out.err.Error())
 	}

@@ -66,6 +66,7 @@ type MetricsOptions struct {
 //	gatehouse_checks_in_flight
 //	gatehouse_shadow_evaluations_total{result}
 //	gatehouse_shadow_disagreements_total{active, shadow}
+//	gatehouse_authorization_audit_total{rule}
 //
 // Recording a decision costs no allocation: the counter of each
 // (outcome, status, reason) is resolved once and kept.
@@ -82,6 +83,11 @@ type Metrics struct {
 	shadowDropped   prometheus.Counter
 	shadowCompared  prometheus.Counter
 	shadowEvalError prometheus.Counter
+
+	// audit counts authorization audit rule matches by rule name; names
+	// past maxReasons count as "other". auditSeen is guarded by mu.
+	audit     *prometheus.CounterVec
+	auditSeen map[string]prometheus.Counter
 
 	// children maps a decision's labels to its counter; copy on write
 	// under mu, read without a lock.
@@ -121,6 +127,11 @@ func NewMetrics(opts MetricsOptions) (*Metrics, error) {
 			Name: "gatehouse_shadow_disagreements_total",
 			Help: "Checks on which the shadow policy's outcome differs from the active one's, by both outcomes.",
 		}, []string{"active", "shadow"}),
+		audit: prometheus.NewCounterVec(prometheus.CounterOpts{
+			Name: "gatehouse_authorization_audit_total",
+			Help: "Checks matched by an authorization audit rule, by rule name (names past the reason bound are \"other\"). Audit rules never change the decision.",
+		}, []string{"rule"}),
+		auditSeen:  map[string]prometheus.Counter{},
 		known:      knownReasons(),
 		extra:      map[string]bool{},
 		maxReasons: opts.MaxReasons,
@@ -140,7 +151,7 @@ func NewMetrics(opts MetricsOptions) (*Metrics, error) {
 		Name: "gatehouse_checks_in_flight",
 		Help: "Checks being decided right now.",
 	}, func() float64 { return float64(m.inFlight.Load()) })
-	for _, c := range []prometheus.Collector{m.decisions, m.duration, stage, inFlight, m.shadowEvals, m.shadowDisagree} {
+	for _, c := range []prometheus.Collector{m.decisions, m.duration, stage, inFlight, m.shadowEvals, m.shadowDisagree, m.audit} {
 		if err := opts.Registerer.Register(c); err != nil {
 			return nil, err
 		}
@@ -176,6 +187,7 @@ func knownReasons() map[string]bool {
 		ReasonBadRequest, ReasonRequestTooLarge, ReasonInternal,
 		policy.ReasonError, policy.ReasonUndefined, policy.ReasonBadResult, policy.ReasonTimeout,
 		policy.ReasonTrustedIP, policy.ReasonTokenValid, policy.ReasonTokenMissing, "token_invalid",
+		policy.ReasonNoMatchingRule,
 		"", // a boolean policy result carries no reason
 	} {
 		known[r] = true
@@ -211,6 +223,24 @@ func (m *Metrics) counter(outcome string, status int, reason string) prometheus.
 	}
 	next[decisionKey{outcome, status, reason}] = c
 	m.children.Store(&next)
+	return c
+}
+
+// auditCounter is the audit counter of rule, bounded as reasons are.
+func (m *Metrics) auditCounter(rule string) prometheus.Counter {
+	m.mu.Lock()
+	defer m.mu.Unlock()
+	if c, ok := m.auditSeen[rule]; ok {
+		return c
+	}
+	label := rule
+	if len(m.auditSeen) >= m.maxReasons || len(rule) > maxReasonBytes {
+		label = ReasonOther
+	}
+	c := m.audit.WithLabelValues(label)
+	if label == rule {
+		m.auditSeen[rule] = c
+	}
 	return c
 }
 
@@ -255,6 +285,9 @@ func (m *Metrics) observe(out *outcome, status int, allowed bool, took time.Dura
 	m.inFlight.Add(-1)
 	m.duration.Observe(took.Seconds())
 	m.counter(outcomeOf(out, allowed), status, out.reason).Inc()
+	for _, rule := range out.decision.Audit {
+		m.auditCounter(rule).Inc()
+	}
 	if out.timing {
 		for i, d := range out.laps {
 			if d > 0 {

@@ -132,6 +132,9 @@ type Options struct {
 	// Shadow receives a sample of decisions to evaluate with a candidate
 	// policy off the request path (authz/shadow.go); nil disables it.
 	Shadow *Shadow
+	// DecisionEvents receives every decided check for OPA's decision log,
+	// off the request path (authz/decisionevents.go); nil disables it.
+	DecisionEvents *DecisionEvents
 }
 
 // Server implements Envoy's Authorization service.
@@ -213,6 +216,7 @@ func (s *Server) Check(ctx context.Context, req *authv3.CheckRequest) (resp *aut
 		s.logDecision(&out, resp, took)
 		s.opts.Metrics.observe(&out, responseStatus(resp), resp.GetStatus().GetCode() == 0, took)
 		s.opts.Shadow.offer(&out)
+		s.opts.DecisionEvents.offer(&out, took)
 	}()
 	resp = s.decide(ctx, req, &out)
 	if s.opts.DryRun && resp.GetStatus().GetCode() != 0 {

@@ -3,6 +3,7 @@ package policy
 import (
 	"fmt"
 	"net/netip"
+	"net/url"
 	"slices"
 	"strings"
 
@@ -317,9 +318,8 @@ func (p pathPattern) lowered() pathPattern {
 	return q
 }
 
-// pathStructurallyAmbiguous is lib.path_structurally_ambiguous: a dot
-// segment, "//", a backslash, ";" or a percent-escape of '/', '.', '\\', '%'
-// or ';'. Such a path never matches an allow rule's paths.
+// pathStructurallyAmbiguous is the Rego _structural: a dot segment, "//", a
+// backslash, ";" or a percent-escape of '/', '.', '\\', '%' or ';'.
 func pathStructurallyAmbiguous(path string) bool {
 	if strings.ContainsAny(path, `\;`) || strings.Contains(path, "//") {
 		return true
@@ -548,20 +548,23 @@ func compileRule(index int32, r AuthzRule) (*authzRule, error) {
 
 // authzRequest is what the rules read of one request, prepared once.
 type authzRequest struct {
-	f         *Facts
-	host      string // lower-cased, as sent (port included)
-	path      string
-	lowerPath string
-	// wide: lib.path_ambiguous (restrictions match it); narrow: the
-	// structural subset (permissions' paths never match it).
-	wide, narrow bool
-	principal    string // the mTLS principal without "spiffe://"
-	namespace    string
-	az           *authzRules
-	id           *identity // decoded on first use; nil until then
-	idDone       bool
-	peer         netip.Addr // parsed on first use
-	peerDone     bool
+	f    *Facts
+	host string // lower-cased, as sent (port included)
+	// The path as sent and percent-decoded (as urlquery.decode decodes), each
+	// also lower-cased: the two readings an upstream may have of it.
+	path, decoded           string
+	lowerPath, lowerDecoded string
+	// structural: a dot segment, "//", "\", ";" or an escaped '/', '.',
+	// '\', '%' or ';': a path whose segments the upstream may read
+	// otherwise. Deny rules' path conditions hold on it, allow rules' never.
+	structural bool
+	principal  string // the mTLS principal without "spiffe://"
+	namespace  string
+	az         *authzRules
+	id         *identity // decoded on first use; nil until then
+	idDone     bool
+	peer       netip.Addr // parsed on first use
+	peerDone   bool
 }
 
 // peerIP is the direct peer's address, parsed as gatehouse.cidr_contains
@@ -575,10 +578,14 @@ func (q *authzRequest) peerIP() netip.Addr {
 }
 
 func (az *authzRules) request(f *Facts) *authzRequest {
-	q := &authzRequest{f: f, host: strings.ToLower(f.Host), path: f.Path, az: az}
-	q.wide = pathAmbiguous(f.Path)
-	q.narrow = q.wide && pathStructurallyAmbiguous(f.Path)
-	q.lowerPath = strings.ToLower(f.Path)
+	q := &authzRequest{f: f, host: strings.ToLower(f.Host), path: f.Path, decoded: f.Path, az: az}
+	if strings.ContainsAny(f.Path, "%+") {
+		if d, err := url.QueryUnescape(f.Path); err == nil {
+			q.decoded = d
+		}
+	}
+	q.lowerPath, q.lowerDecoded = strings.ToLower(q.path), strings.ToLower(q.decoded)
+	q.structural = pathStructurallyAmbiguous(f.Path)
 	if p, ok := strings.CutPrefix(f.SourcePrincipal, "spiffe://"); ok {
 		q.principal = p
 	} else {
@@ -703,26 +710,27 @@ func (q *authzRequest) identityFailure(r *authzRule) string {
 	return ""
 }
 
-// pathsHold: the path matches one of r.paths (an allow rule never matches a
-// structurally ambiguous path; a deny or audit rule matches any ambiguous
-// path).
+// pathsHold: the path matches one of r.paths. A permission reads the path
+// narrowly: an allow rule needs both readings (as sent and decoded) to match,
+// with case, and never matches a structurally ambiguous path. A restriction
+// reads it widely: a deny or audit rule matches when either reading matches
+// without case, and any structurally ambiguous path.
 func (q *authzRequest) pathsHold(r *authzRule) bool {
 	if r.action == ActionAllow {
-		if q.narrow {
-			return false
-		}
-		return anyPath(r.paths, q.path)
+		return !q.structural && anyPath(r.paths, q.path) && anyPath(r.paths, q.decoded)
 	}
-	return q.wide || anyPath(r.paths, q.lowerPath)
+	return q.structural || anyPath(r.paths, q.lowerPath) || anyPath(r.paths, q.lowerDecoded)
 }
 
-// notPathsHold: the path matches none of r.not_paths (an allow rule never
-// holds on an ambiguous path; a deny or audit rule always does).
+// notPathsHold: the path matches none of r.not_paths: for an allow rule, no
+// reading matches them even without case (and the path is not structurally
+// ambiguous); for a deny or audit rule, some reading escapes them with case,
+// or the path is structurally ambiguous.
 func (q *authzRequest) notPathsHold(r *authzRule) bool {
 	if r.action == ActionAllow {
-		return !q.wide && !anyPath(r.notPaths, q.lowerPath)
+		return !q.structural && !anyPath(r.notPaths, q.lowerPath) && !anyPath(r.notPaths, q.lowerDecoded)
 	}
-	return q.wide || !anyPath(r.notPaths, q.path)
+	return q.structural || !anyPath(r.notPaths, q.path) || !anyPath(r.notPaths, q.decoded)
 }
 
 func anyPath(ps []pathPattern, path string) bool {
@@ -865,20 +873,22 @@ func firstSeg(path string) string {
 }
 
 // candidates calls fn with the rules q can match, in configuration order,
-// until fn returns false. A wide-ambiguous path may match any deny rule's
-// paths, so then every rule of the host is a candidate.
+// until fn returns false: those of its host (and of any host) filed under
+// the first segment of either reading of its path, or under none. A
+// structurally ambiguous path may match any deny rule's paths, so then every
+// rule of the host is a candidate.
 func (rs *ruleSet) candidates(q *authzRequest, fn func(*authzRule) bool) {
 	if len(rs.rules) == 0 {
 		return
 	}
-	var lists [4][]int32
+	var lists [6][]int32
 	n := 0
-	seg := strings.ToLower(firstSeg(q.path))
+	seg, decodedSeg := strings.ToLower(firstSeg(q.path)), strings.ToLower(firstSeg(q.decoded))
 	pick := func(si *segIndex) {
 		if si == nil {
 			return
 		}
-		if q.wide {
+		if q.structural {
 			lists[n] = si.all
 			n++
 			return
@@ -886,6 +896,12 @@ func (rs *ruleSet) candidates(q *authzRequest, fn func(*authzRule) bool) {
 		if l := si.bySeg[seg]; len(l) > 0 {
 			lists[n] = l
 			n++
+		}
+		if decodedSeg != seg {
+			if l := si.bySeg[decodedSeg]; len(l) > 0 {
+				lists[n] = l
+				n++
+			}
 		}
 		if len(si.anySeg) > 0 {
 			lists[n] = si.anySeg

@@ -11,11 +11,7 @@
 #   Values of one field OR, fields of a rule AND, not_* fields hold when no
 #   value matches, a rule without fields matches everything. Strings match as
 #   Istio matches them: exact, "prefix*", "*suffix", "*" (non-empty). A
-#   permission reads the path narrowly, a restriction widely: an allow rule's
-#   paths compare with case and never match a structurally ambiguous path,
-#   its not_paths compare without case and never hold on an ambiguous path;
-#   a deny or audit rule's paths compare without case and its not_paths with
-#   it, and both hold on any ambiguous path.
+#   permission reads the path narrowly, a restriction widely (see _paths_hold).
 package gatehouse.authorization
 
 import data.gatehouse.lib
@@ -194,34 +190,47 @@ _cidr_in(cidrs, ip) if {
 
 # --- Paths -------------------------------------------------------------------
 
+# The two readings an upstream may have of the path: as sent, and
+# percent-decoded.
 _path := lib.request_path
 
-# Restrictions match every lib.path_ambiguous path; permissions never match
-# a structurally ambiguous one (a dot segment, "//", "\", ";", or an escaped
-# "/", ".", "\", "%" or ";").
-_wide if lib.request_path_ambiguous
+_decoded := d if {
+	d := urlquery.decode(_path)
+} else := _path
 
-_narrow if regex.match(`(^|/)\.\.?($|/)|//|\\|;|%(2[fFeE5]|5[cC]|3[bB])`, _path)
+# _structural: a dot segment, "//", "\", ";", or an escaped "/", ".", "\",
+# "%" or ";": the upstream may read the segments otherwise.
+_structural if regex.match(`(^|/)\.\.?($|/)|//|\\|;|%(2[fFeE5]|5[cC]|3[bB])`, _path)
 
+# A permission reads the path narrowly: an allow rule's paths must match both
+# readings, with case; its not_paths must match neither, without case; and a
+# structurally ambiguous path matches neither kind of field. A restriction
+# reads it widely: a deny or audit rule's paths match either reading without
+# case, its not_paths hold when either reading escapes them with case, and a
+# structurally ambiguous path satisfies both.
 _paths_hold(r) if count(r.paths) == 0
 
 _paths_hold(r) if {
 	r.action == "allow"
-	not _narrow
-	some p in r.paths
-	path_match(p, _path)
+	not _structural
+	_any_path(r.paths, _path, false)
+	_any_path(r.paths, _decoded, false)
 }
 
 _paths_hold(r) if {
 	count(r.paths) > 0
 	r.action != "allow"
-	_wide
+	_structural
 }
 
 _paths_hold(r) if {
 	r.action != "allow"
-	some p in r.paths
-	path_match(lower(p), lower(_path))
+	_any_path(r.paths, lower(_path), true)
+}
+
+_paths_hold(r) if {
+	r.action != "allow"
+	_any_path(r.paths, lower(_decoded), true)
 }
 
 _not_paths_hold(r) if count(r.not_paths) == 0
@@ -229,20 +238,27 @@ _not_paths_hold(r) if count(r.not_paths) == 0
 _not_paths_hold(r) if {
 	count(r.not_paths) > 0
 	r.action == "allow"
-	not _wide
+	not _structural
 	not _any_path(r.not_paths, lower(_path), true)
+	not _any_path(r.not_paths, lower(_decoded), true)
 }
 
 _not_paths_hold(r) if {
 	count(r.not_paths) > 0
 	r.action != "allow"
-	_wide
+	_structural
 }
 
 _not_paths_hold(r) if {
 	count(r.not_paths) > 0
 	r.action != "allow"
 	not _any_path(r.not_paths, _path, false)
+}
+
+_not_paths_hold(r) if {
+	count(r.not_paths) > 0
+	r.action != "allow"
+	not _any_path(r.not_paths, _decoded, false)
 }
 
 _any_path(ps, path, true) if {
