@@ -3,9 +3,12 @@ package config
 import (
 	"os"
 	"path/filepath"
+	"reflect"
 	"strings"
 	"testing"
 	"time"
+
+	"github.com/gatehouse-dev/gatehouse/policy"
 )
 
 func TestDefaults(t *testing.T) {
@@ -173,6 +176,24 @@ func TestParseErrors(t *testing.T) {
 		{"negative reason labels", "ops:\n  max_reason_labels: -1\n", []string{"ops.max_reason_labels"}},
 		{"negative gc floor", "ops:\n  gc_min_heap_mib: -1\n", []string{"ops.gc_min_heap_mib", "0 to leave"}},
 		{"unknown ops key", "ops:\n  profiling: true\n", []string{`unknown key "profiling" under ops`, "pprof"}},
+		{"unknown authorization rule key", "authorization:\n  rules:\n    - name: a\n      path: [/x]\n", []string{"line 4", `unknown key "path" under authorization.rules[0]`, "paths"}},
+		{"unnamed rule", "authorization:\n  rules:\n    - paths: [/x]\n", []string{"authorization.rules[0].name", "required"}},
+		{"duplicate rule name", "authorization:\n  rules:\n    - name: a\n    - name: a\n", []string{"authorization.rules[1].name", "authorization.rules[0]", "unique"}},
+		{"bad rule name", "authorization:\n  rules:\n    - name: \"a b\"\n", []string{"authorization.rules[0].name", "letters, digits"}},
+		{"bad action", "authorization:\n  rules:\n    - name: a\n      action: custom\n", []string{"authorization.rules[0].action", "allow, deny or audit"}},
+		{"template with a partial segment", "authorization:\n  rules:\n    - name: a\n      paths: [\"/foo/{*}.txt\"]\n", []string{"authorization.rules[0].paths[0]", "/foo/{*}.txt", "whole segments"}},
+		{"template with {**} before the end", "authorization:\n  rules:\n    - name: a\n      paths: [\"/foo/{**}/bar\"]\n", []string{"authorization.rules[0].paths[0]", "{**}", "last"}},
+		{"template with a bare star", "authorization:\n  rules:\n    - name: a\n      not_paths: [\"/foo/{*}/*\"]\n", []string{"authorization.rules[0].not_paths[0]", "whole segments"}},
+		{"template not rooted", "authorization:\n  rules:\n    - name: a\n      paths: [\"foo/{*}\"]\n", []string{"authorization.rules[0].paths[0]", "start with /"}},
+		{"star in the middle", "authorization:\n  rules:\n    - name: a\n      hosts: [\"api.*.com\"]\n", []string{"authorization.rules[0].hosts[0]", "not at one end"}},
+		{"empty value", "authorization:\n  rules:\n    - name: a\n      principals: [\"\"]\n", []string{"authorization.rules[0].principals[0]", "empty", "\"*\""}},
+		{"empty claim path", "authorization:\n  rules:\n    - name: a\n      claims: [{path: [], values: [admin]}]\n", []string{"authorization.rules[0].claims[0].path", "empty", "[groups]"}},
+		{"claim without values", "authorization:\n  rules:\n    - name: a\n      claims: [{path: [groups]}]\n", []string{"authorization.rules[0].claims[0]", "values, not_values"}},
+		{"bad port", "authorization:\n  rules:\n    - name: a\n      ports: [0]\n", []string{"authorization.rules[0].ports[0]", "1 to 65535"}},
+		{"bad cidr in a rule", "authorization:\n  rules:\n    - name: a\n      client_cidrs: [10.0.0/8]\n", []string{"authorization.rules[0].client_cidrs[0]", "10.0.0/8"}},
+		{"bad method", "authorization:\n  rules:\n    - name: a\n      methods: [\"GE*\"]\n", []string{"authorization.rules[0].methods[0]", "not an HTTP method"}},
+		{"bad header condition", "authorization:\n  rules:\n    - name: a\n      headers: [{name: \"x y\", values: [a]}]\n", []string{"authorization.rules[0].headers[0].name"}},
+		{"allow_nothing with allow rules", "authorization:\n  allow_nothing: true\n  rules:\n    - name: a\n", []string{"authorization.allow_nothing", "1 allow rules"}},
 	}
 	for _, tc := range cases {
 		t.Run(tc.name, func(t *testing.T) {
@@ -211,5 +232,44 @@ func TestLoadNamesFile(t *testing.T) {
 	_, err = Load(filepath.Join(t.TempDir(), "missing.yaml"))
 	if err == nil || !strings.Contains(err.Error(), "missing.yaml") {
 		t.Fatalf("missing file error = %v", err)
+	}
+}
+
+// TestParseAuthorization: the section maps onto the policy rules field by
+// field, with the default action and each provider's space-delimited claims.
+func TestParseAuthorization(t *testing.T) {
+	y := `jwt:
+  providers:
+    - {name: corp, issuer: https://issuer.example.com, audiences: [api], jwks_uri: "https://issuer.example.com/jwks"}
+    - {name: partner, issuer: https://partner.example.com, audiences: [api], jwks_uri: "https://partner.example.com/jwks", space_delimited_claims: [perms]}
+authorization:
+  rules:
+    - name: public
+      paths: [/healthz, "/static/*"]
+      methods: [GET]
+    - name: writes
+      action: deny
+      paths: ["/orders/{**}"]
+      not_methods: [GET]
+      claims: [{path: [realm_access, roles], not_values: [writer]}]
+      headers: [{name: X-Tenant, values: ["*"]}]
+      ports: [8443]
+`
+	c, err := Parse([]byte(y), t.TempDir())
+	if err != nil {
+		t.Fatal(err)
+	}
+	r := c.Rules()
+	want := policy.Authorization{Rules: []policy.AuthzRule{
+		{Name: "public", Action: policy.ActionAllow, Paths: []string{"/healthz", "/static/*"}, Methods: []string{"GET"}},
+		{Name: "writes", Action: policy.ActionDeny, Paths: []string{"/orders/{**}"}, NotMethods: []string{"GET"}, Ports: []int{8443},
+			Claims:  []policy.ClaimCondition{{Path: []string{"realm_access", "roles"}, NotValues: []string{"writer"}}},
+			Headers: []policy.HeaderCondition{{Name: "X-Tenant", Values: []string{"*"}}}},
+	}}
+	if !reflect.DeepEqual(r.Authorization, want) {
+		t.Fatalf("authorization = %+v\nwant %+v", r.Authorization, want)
+	}
+	if got := r.SpaceDelimitedClaims; !reflect.DeepEqual(got, map[string][]string{"corp": {"scope", "scp"}, "partner": {"perms"}}) {
+		t.Errorf("space_delimited_claims = %v", got)
 	}
 }
