@@ -25,6 +25,7 @@ import (
 	"github.com/open-policy-agent/opa/v1/storage"
 	"github.com/open-policy-agent/opa/v1/storage/inmem"
 	"github.com/prometheus/client_golang/prometheus"
+	"github.com/sirupsen/logrus"
 
 	"github.com/gatehouse-dev/gatehouse/policy"
 )
@@ -60,6 +61,8 @@ type Options struct {
 	// Console is where decision_logs.console and status.console write, in
 	// OPA's format; nil for stderr.
 	Console io.Writer
+	// ConsoleFormat is --log-format: json (default), json-pretty or text.
+	ConsoleFormat string
 	// Registerer takes the plugins' Prometheus metrics (status.prometheus,
 	// bundle loading); nil for none.
 	Registerer prometheus.Registerer
@@ -83,6 +86,9 @@ type Runtime struct {
 	failed map[string]string
 	// activations counts the revisions handed to Policy.
 	activations atomic.Int64
+	// byRevision maps a policy revision (content hash) to the bundle
+	// revisions it was built from, for the decision log.
+	byRevision sync.Map
 }
 
 // New reads the configuration, loads the command line's files, builds the
@@ -127,6 +133,14 @@ func New(ctx context.Context, opts Options) (*Runtime, error) {
 	console := logging.New()
 	if opts.Console != nil {
 		console.SetOutput(opts.Console)
+	}
+	switch opts.ConsoleFormat {
+	case "text":
+		console.SetFormatter(&logrus.TextFormatter{FullTimestamp: true})
+	case "json-pretty":
+		console.SetFormatter(&logrus.JSONFormatter{PrettyPrint: true})
+	default:
+		console.SetFormatter(&logrus.JSONFormatter{})
 	}
 	mopts := []func(*plugins.Manager){
 		plugins.InitFiles(files),
@@ -217,6 +231,15 @@ func (r *Runtime) BundlesActivated() bool {
 // Bundles returns the active bundles' revisions by bundle name.
 func (r *Runtime) Bundles() map[string]string { return *r.bundles.Load() }
 
+// bundlesOf returns the bundle revisions policy revision rev was built from
+// (the active ones when rev is unknown).
+func (r *Runtime) bundlesOf(rev string) map[string]string {
+	if b, ok := r.byRevision.Load(rev); ok {
+		return b.(map[string]string)
+	}
+	return r.Bundles()
+}
+
 // compilerUpdated is the plugin manager's compiler trigger: it runs inside
 // the transaction that activated new policies or data, after the manager
 // compiled them, so the store holds exactly what the compiler was built for.
@@ -272,6 +295,7 @@ func (r *Runtime) activate(ctx context.Context, txn storage.Transaction) error {
 		return err
 	}
 	r.bundles.Store(&revisions)
+	r.byRevision.Store(hash, revisions)
 	r.activations.Add(1)
 	r.logger.Info("bundles activated", "revision", hash, "bundles", revisions)
 	return nil

@@ -9,6 +9,7 @@ import (
 	"os"
 	osexec "os/exec"
 	"path/filepath"
+	"strings"
 	"testing"
 	"time"
 )
@@ -123,6 +124,13 @@ func TestOPAEnvoyQuickStart(t *testing.T) {
 				t.Errorf("%s %s: %+v, want allowed=%v status %d and no body\n%s", tc.method, tc.path, d, want.allowed, want.status, g.logText())
 			}
 		})
+	}
+	// decision_logs.console: OPA's console lines, one per check.
+	eventually(t, 10*time.Second, "a console decision log line per check", func() bool {
+		return strings.Count(g.logText(), `"msg":"Decision Log"`) >= len(tests)
+	})
+	if err := contains(g.logText(), `"path":"istio/authz/allow"`, `"decision_id":`, `"parsed_path":["api","v1","products"]`); err != nil {
+		t.Error(err)
 	}
 }
 

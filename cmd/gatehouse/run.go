@@ -17,6 +17,7 @@ import (
 
 	"github.com/open-policy-agent/opa/v1/ast"
 
+	"github.com/gatehouse-dev/gatehouse/authz"
 	"github.com/gatehouse-dev/gatehouse/config"
 	"github.com/gatehouse-dev/gatehouse/opaenvoy"
 	"github.com/gatehouse-dev/gatehouse/policy"
@@ -303,6 +304,13 @@ type runParts struct {
 	runtimeOpts     opaenvoy.Options
 	runtime         *opaenvoy.Runtime
 	logger          *slog.Logger
+	// events feeds OPA's decision log plugin; nil without decision_logs.
+	events *authz.DecisionEvents
+}
+
+// LogDecision hands a decision event to OPA's decision log plugin.
+func (r *runParts) LogDecision(ctx context.Context, ev authz.DecisionEvent) error {
+	return r.runtime.LogDecision(ctx, ev)
 }
 
 // start builds OPA's plugin manager (activating the command line's files)
@@ -317,6 +325,13 @@ func (r *runParts) start(ctx context.Context, p *parts) error {
 	}
 	r.runtime = rt
 	p.alsoReady = rt.BundlesActivated
+	if r.events != nil {
+		if err := p.registry.Register(r.events.Collector()); err != nil {
+			return err
+		}
+		// The workers outlive ctx: stop drains them before the plugins stop.
+		r.events.Run(context.WithoutCancel(ctx))
+	}
 	if err := rt.Start(ctx); err != nil {
 		rt.Stop(context.Background())
 		return fmt.Errorf("plugins: %w", err)
@@ -335,6 +350,9 @@ func (r *runParts) stop() {
 	}
 	if r.runtime == nil {
 		return
+	}
+	if r.events != nil {
+		r.events.Close()
 	}
 	r.runtime.Serving(false)
 	ctx, cancel := context.WithTimeout(context.Background(), 10*time.Second)
@@ -435,14 +453,23 @@ func runOPAEnvoy(ctx context.Context, args []string, stderr io.Writer) int {
 		diagnosticAddrs: append(slices.Clone(a.addrs[1:]), a.diagnosticAddrs...),
 		logger:          logger,
 		runtimeOpts: opaenvoy.Options{
-			Config:      raw,
-			Paths:       a.paths,
-			BundleMode:  a.bundleMode,
-			Ignore:      a.ignore,
-			RegoVersion: a.regoVersion,
-			Logger:      logger.With("component", "opa"),
-			Console:     out,
+			Config:        raw,
+			Paths:         a.paths,
+			BundleMode:    a.bundleMode,
+			Ignore:        a.ignore,
+			RegoVersion:   a.regoVersion,
+			Logger:        logger.With("component", "opa"),
+			Console:       out,
+			ConsoleFormat: a.logFormat,
 		},
+	}
+	if _, ok := conf["decision_logs"]; ok || conf["discovery"] != nil {
+		// Without decision_logs (or discovery, which may configure it), no
+		// event is built at all.
+		if rp.events, err = authz.NewDecisionEvents(authz.DecisionEventsOptions{Sink: rp}); err != nil {
+			fmt.Fprintf(stderr, "gatehouse run: %v\n", err)
+			return 2
+		}
 	}
 	if ext.Network == "unix" {
 		rp.grpcNetwork, rp.grpcAddr = "unix", ext.Address

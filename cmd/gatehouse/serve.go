@@ -74,6 +74,9 @@ type buildOptions struct {
 	// engine, when set, is the policy engine to use instead of one built
 	// from cfg.Policy (gatehouse run: policies from OPA's plugin manager).
 	engine *policy.Engine
+	// events, when set, receives every decided check (gatehouse run: OPA's
+	// decision log plugin).
+	events *authz.DecisionEvents
 }
 
 // build makes every part the configuration describes, without listening:
@@ -145,6 +148,7 @@ func build(ctx context.Context, cfg *config.Config, bo buildOptions, logger *slo
 		return nil, err
 	}
 	opts.Metrics, opts.Shadow = tel.authz, tel.shadow
+	opts.DecisionEvents = bo.events
 	server, err := authz.New(opts)
 	if err != nil {
 		tokens.Close()
@@ -216,7 +220,7 @@ func serve(ctx context.Context, cfg *config.Config, opts serveOptions, logger *s
 	file := opts.configFile
 	bo := buildOptions{file: file}
 	if opts.run != nil {
-		bo.engine = opts.run.engine
+		bo.engine, bo.events = opts.run.engine, opts.run.events
 	}
 	p, err := build(ctx, cfg, bo, logger, decisions)
 	if err != nil {
