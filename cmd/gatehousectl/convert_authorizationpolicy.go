@@ -6,6 +6,7 @@ import (
 	"fmt"
 	"io"
 	"os"
+	"regexp"
 	"slices"
 	"strconv"
 	"strings"
@@ -166,6 +167,9 @@ var (
 
 const dryRunAnnotation = "istio.io/dry-run"
 
+// ruleNameRE is what config accepts as a rule name.
+var ruleNameRE = regexp.MustCompile(`^[A-Za-z0-9_./-]+$`)
+
 // authzRuleOut is one converted rule and where it came from.
 type authzRuleOut struct {
 	rule   config.AuthorizationRule
@@ -278,6 +282,10 @@ func (c *authzConversion) convertPolicy(ap *authorizationPolicy, node *yaml.Node
 	id := policyID(ap)
 	if ap.Metadata.Name == "" {
 		c.refuse(id, "metadata.name is empty: the rule names are made from it")
+		return
+	}
+	if !ruleNameRE.MatchString(ruleBase(ap)) {
+		c.refuse(id+" metadata", "the namespace and name make the rule names, which may hold only letters, digits and - _ . /")
 		return
 	}
 	spec := findKey(node, "spec")
@@ -620,6 +628,9 @@ func (b *ruleBuilder) source(s apSource, at string) {
 	if len(s.RemoteIPBlocks)+len(s.NotRemoteIPBlocks) > 0 {
 		b.c.noteRemoteIP()
 	}
+	if len(s.IPBlocks)+len(s.NotIPBlocks) > 0 {
+		b.c.notePeer()
+	}
 }
 
 // serviceAccounts maps "ns/sa" to the principal suffix "*/ns/NS/sa/SA": the
@@ -693,6 +704,7 @@ func (b *ruleBuilder) condition(w apCondition, at string) {
 		b.c.note("request.auth.claims conditions: a string claim is compared whole unless its provider lists it in space_delimited_claims (scope and scp by default); list there the claims your RequestAuthentication lists in spaceDelimitedClaims")
 	case key == "source.ip":
 		pair(fPeerCIDRs, fNotPeerCIDRs)
+		b.c.notePeer()
 	case key == "remote.ip":
 		pair(fClientCIDRs, fNotClientCIDRs)
 		b.c.noteRemoteIP()
@@ -742,6 +754,10 @@ func bracketed(s string) ([]string, bool) {
 
 func (c *authzConversion) noteIdentity() {
 	c.note("request principals and request.auth conditions read the verified token: configure the jwt providers (gatehousectl convert requestauthentication); a request with an invalid token is refused with 401 before any allow rule, as Istio's RequestAuthentication refuses it")
+}
+
+func (c *authzConversion) notePeer() {
+	c.note("ipBlocks and source.ip become peer_cidrs, which match the peer address Envoy reports in the CheckRequest (attributes.source.address): the direct peer, except behind PROXY protocol, where Envoy reports the address the load balancer sent while Istio's ipBlocks still see the load balancer; there, check that the blocks name the clients you mean")
 }
 
 func (c *authzConversion) noteRemoteIP() {

@@ -168,7 +168,8 @@ func TestConvertAuthorizationPolicy(t *testing.T) {
 			},
 		},
 		{
-			file: "ingress-ipblocks.yaml",
+			file:  "ingress-ipblocks.yaml",
+			notes: []string{"ipBlocks and source.ip become peer_cidrs", "istio-system/ingress-policy: selector/targetRef not converted"},
 			requests: []apRequest{
 				r("from 1.2.3.4", req("GET", "/headers", peer("1.2.3.4")), allowedByRule("istio-system.ingress-policy.0")),
 				r("from 5.6.7.8", req("GET", "/headers", peer("5.6.7.8")), allowedByRule("istio-system.ingress-policy.0")),
@@ -434,6 +435,7 @@ func TestConvertAuthorizationPolicyRefuses(t *testing.T) {
 		{name: "a serviceAccount wildcard", stdin: head + "  rules: [{from: [{source: {serviceAccounts: [\"default/*\"]}}]}]\n", want: []string{`ns/p rules[0].from[0].source.serviceAccounts[0]: "default/*" is not <namespace>/<serviceaccount>`}},
 		{name: "a dry-run value that is not a boolean", stdin: "apiVersion: security.istio.io/v1\nkind: AuthorizationPolicy\nmetadata: {name: p, namespace: ns, annotations: {istio.io/dry-run: maybe}}\nspec: {action: DENY, rules: [{}]}\n", want: []string{`ns/p metadata.annotations: istio.io/dry-run: "maybe" is not true or false`}},
 		{name: "another API version", stdin: "apiVersion: security.istio.io/v1alpha1\nkind: AuthorizationPolicy\nmetadata: {name: p}\nspec: {}\n", want: []string{"p: apiVersion security.istio.io/v1alpha1"}},
+		{name: "a name a rule cannot take", stdin: "apiVersion: security.istio.io/v1\nkind: AuthorizationPolicy\nmetadata: {name: \"a:b\", namespace: ns}\nspec: {rules: [{}]}\n", want: []string{"ns/a:b metadata: the namespace and name make the rule names"}},
 		{name: "two policies with one name", stdin: head + "  rules: [{}]\n---\n" + head + "  rules: [{}]\n", want: []string{"two rules would be named ns.p.0"}},
 		{name: "several problems, all listed", stdin: head + "  action: CUSTOM\n---\napiVersion: security.istio.io/v1\nkind: AuthorizationPolicy\nmetadata: {name: q, namespace: ns}\nspec:\n  rules: [{when: [{key: connection.sni, values: [a]}]}]\n",
 			want: []string{"2 problem(s); nothing was converted", "ns/p spec.action: CUSTOM", "ns/q rules[0].when[0] key connection.sni"}},
