@@ -260,7 +260,7 @@ func convertRequestAuthentications(raw []byte, file string) (*conversion, error)
 	if len(c.providers) == 0 {
 		return nil, fmt.Errorf("%s: no jwtRules could be converted (see the notes above)", file)
 	}
-	c.note("RequestAuthentication alone lets requests without a token through (only an AuthorizationPolicy with requestPrincipals rejects them); Gatehouse's default policy answers 401 to a request without a token. Policies on requestPrincipals or request.auth.claims become Rego rules on input.jwt (docs/policies.md)")
+	c.note("RequestAuthentication alone lets requests without a token through (only an AuthorizationPolicy with requestPrincipals rejects them); Gatehouse's default policy answers 401 to a request without a token. AuthorizationPolicy objects (requestPrincipals, request.auth.claims, paths, ...) convert with gatehousectl convert authorizationpolicy (docs/authorization.md)")
 	return c, nil
 }
 
