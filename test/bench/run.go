@@ -214,9 +214,12 @@ func measure(ctx context.Context, s settings, srv *server, sc scenario, round in
 		r.Problem = fmt.Sprintf("%d checks failed, first: %s", res.Errors, res.FirstError)
 	}
 	for code, n := range res.Outcomes {
-		if code != want {
+		if code != want && (sc.outcomes == nil || !sc.outcomes[code] || srv.name == serverNoop) {
 			r.Problem = fmt.Sprintf("%d checks answered %d, want %d", n, code, want)
 		}
+	}
+	if sc.outcomes != nil && srv.name != serverNoop && len(res.Outcomes) < len(sc.outcomes) {
+		r.Problem = fmt.Sprintf("the mixed scenario's checks got only %v, want each of %v", res.Outcomes, sc.outcomes)
 	}
 	return r
 }

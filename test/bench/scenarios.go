@@ -109,6 +109,9 @@ type scenario struct {
 	want int
 	// fixedCount runs the source dry instead of for a duration (memory).
 	fixedCount bool
+	// outcomes, when set, are the statuses a mixed scenario's checks may get
+	// (its template still must get want).
+	outcomes map[int]bool
 }
 
 // gatehouseConfig is the configuration of the configured-decision scenarios:
@@ -228,10 +231,97 @@ func scenarios(f fixture) []scenario {
 			template: envoyRequest(requestShape{clientIP: untrustedClient, method: "GET", path: "/people?lang=en&lang=fr&page=2", token: warm}),
 		},
 		{
+			name: "route table, 200 rules, mixed", gatehouse: routeTableConfig(f), want: 200,
+			template: routeTemplate(warm),
+			source:   mixed(warm),
+			outcomes: map[int]bool{200: true, 401: true, 403: true},
+		},
+		{
 			name: memoryScenario(len(f.tokens) - 1), gatehouse: cfg, opaPolicy: opa, want: 200, fixedCount: true,
 			template: envoyRequest(requestShape{clientIP: untrustedClient, method: "GET", path: "/people/42?fields=name", token: warm}),
 			source:   distinct(f.tokens[1:]),
 		},
+	}
+}
+
+// routeServices is the number of services in the route-table scenario: five
+// rules each, 200 rules in all.
+const routeServices = 40
+
+// routeTableConfig is gatehouseConfig plus an authorization section of a
+// gateway with routeServices services: per service a deny rule for its
+// internal paths from outside the trusted networks, a public health and
+// static path, reads for any signed-in user, writes for one principal, and
+// an admin path for another.
+func routeTableConfig(f fixture) string {
+	var b strings.Builder
+	b.WriteString(gatehouseConfig(f))
+	b.WriteString("authorization:\n  rules:\n")
+	for i := range routeServices {
+		fmt.Fprintf(&b, `    - {name: s%[1]d-internal, action: deny, hosts: [svc%[1]d.bench.test, "svc%[1]d.bench.test:*"], paths: ["/internal/*"], not_client_cidrs: [10.0.0.0/8]}
+    - {name: s%[1]d-public, hosts: [svc%[1]d.bench.test, "svc%[1]d.bench.test:*"], methods: [GET], paths: [/healthz, "/static/*"]}
+    - {name: s%[1]d-read, hosts: [svc%[1]d.bench.test, "svc%[1]d.bench.test:*"], methods: [GET], paths: [/people, "/people/{*}"], request_principals: ["*"]}
+    - {name: s%[1]d-write, hosts: [svc%[1]d.bench.test, "svc%[1]d.bench.test:*"], methods: [POST, PUT, DELETE], paths: ["/people/{**}"], request_principals: ["%[2]s/writer"]}
+    - {name: s%[1]d-admin, hosts: [svc%[1]d.bench.test, "svc%[1]d.bench.test:*"], paths: ["/admin/*"], request_principals: ["%[2]s/admin"]}
+`, i, benchIssuer)
+	}
+	return b.String()
+}
+
+// routeTemplate is the route-table scenario's first request: a signed-in read.
+func routeTemplate(warm string) *authv3.CheckRequest {
+	req := envoyRequest(requestShape{clientIP: untrustedClient, method: "GET", path: "/people/42?fields=name", token: warm})
+	req.Attributes.Request.Http.Host = "svc0.bench.test"
+	req.Attributes.Request.Http.Headers[":authority"] = "svc0.bench.test"
+	return req
+}
+
+// routeShape is one request of the route-table mix.
+type routeShape struct {
+	method, host, path string
+	token              bool
+}
+
+// routeMix is the route-table scenario's requests, in the proportions of a
+// gateway's traffic: mostly signed-in reads, then public paths, anonymous
+// requests (401), denied internal paths (403) and writes without the right
+// principal (403), over several services.
+func routeMix() []routeShape {
+	var mix []routeShape
+	for _, svc := range []int{0, 7, 19, 33} {
+		host := fmt.Sprintf("svc%d.bench.test", svc)
+		mix = append(mix,
+			routeShape{"GET", host, "/people/42?fields=name", true},
+			routeShape{"GET", host, "/people?page=2", true},
+			routeShape{"GET", host, "/people/7", true},
+			routeShape{"GET", host, "/healthz", false},
+			routeShape{"GET", host, "/static/app.js", false},
+			routeShape{"GET", host, "/people/42", false},
+			routeShape{"GET", host, "/internal/jobs", true},
+			routeShape{"DELETE", host, "/people/42", true},
+		)
+	}
+	return mix
+}
+
+// mixed returns a source that cycles every stream through routeMix with the
+// warm token where a shape carries one.
+func mixed(warm string) func(wrap bool) func(*authv3.CheckRequest) bool {
+	mix := routeMix()
+	return func(bool) func(*authv3.CheckRequest) bool {
+		var next atomic.Int64
+		return func(req *authv3.CheckRequest) bool {
+			s := mix[(next.Add(1)-1)%int64(len(mix))]
+			h := req.Attributes.Request.Http
+			h.Method, h.Path, h.Host = s.method, s.path, s.host
+			h.Headers[":method"], h.Headers[":path"], h.Headers[":authority"] = s.method, s.path, s.host
+			if s.token {
+				h.Headers["authorization"] = "Bearer " + warm
+			} else {
+				delete(h.Headers, "authorization")
+			}
+			return true
+		}
 	}
 }
 
