@@ -75,7 +75,9 @@ plugins:
 		return code == 200
 	})
 	c := g.client(t)
-	check := func(path string) decision { return decide(t, c, envoyRequest("10.1.2.3", "api.example.com", path, nil)) }
+	check := func(path string) decision {
+		return decide(t, c, envoyRequest("10.1.2.3", "api.example.com", path, nil))
+	}
 	if d := check("/a"); !d.allowed {
 		t.Errorf("/a with o1: %+v, want allowed\n%s", d, g.logText())
 	}
