@@ -14,6 +14,7 @@ import (
 	"slices"
 	"sync"
 	"sync/atomic"
+	"time"
 
 	"github.com/open-policy-agent/opa/v1/ast"
 	"github.com/open-policy-agent/opa/v1/bundle"
@@ -81,9 +82,11 @@ type Runtime struct {
 	// whole on every activation.
 	bundles atomic.Pointer[map[string]string]
 	// failMu guards failed, the bundle errors last reported to Policy, so
-	// that one failure is reported once, not on every poll.
-	failMu sync.Mutex
-	failed map[string]string
+	// that one failure is reported once, not on every poll, and activated,
+	// when the bundle plugin last activated each bundle.
+	failMu    sync.Mutex
+	failed    map[string]string
+	activated map[string]time.Time
 	// activations counts the revisions handed to Policy.
 	activations atomic.Int64
 	// byRevision maps a policy revision (content hash) to the bundle
@@ -123,7 +126,7 @@ func New(ctx context.Context, opts Options) (*Runtime, error) {
 	if id == "" {
 		id = randomID()
 	}
-	r := &Runtime{ext: ext, policy: opts.Policy, logger: logger, failed: map[string]string{}}
+	r := &Runtime{ext: ext, policy: opts.Policy, logger: logger, failed: map[string]string{}, activated: map[string]time.Time{}}
 	r.bundles.Store(&map[string]string{})
 
 	files, bundles, err := loadPaths(opts.Paths, opts.BundleMode, opts.Ignore, version)
@@ -230,6 +233,43 @@ func (r *Runtime) BundlesActivated() bool {
 
 // Bundles returns the active bundles' revisions by bundle name.
 func (r *Runtime) Bundles() map[string]string { return *r.bundles.Load() }
+
+// BundleState is one bundle as the admin Status reports it.
+type BundleState struct {
+	Name string
+	// Revision is the active bundle's manifest revision: the one the
+	// active policy revision was built from.
+	Revision string
+	// ActivatedAt is when the bundle plugin last activated it (zero for a
+	// --bundle path, activated at start).
+	ActivatedAt time.Time
+	// Error is why the last download, verification or activation failed;
+	// empty when it succeeded.
+	Error string
+}
+
+// BundleStates returns every bundle that is active or that the bundle
+// plugin has tried to activate, by name.
+func (r *Runtime) BundleStates() []BundleState {
+	active := r.Bundles()
+	r.failMu.Lock()
+	defer r.failMu.Unlock()
+	names := make([]string, 0, len(active)+len(r.failed))
+	for name := range active {
+		names = append(names, name)
+	}
+	for name := range r.failed {
+		if _, ok := active[name]; !ok {
+			names = append(names, name)
+		}
+	}
+	slices.Sort(names)
+	states := make([]BundleState, 0, len(names))
+	for _, name := range names {
+		states = append(states, BundleState{Name: name, Revision: active[name], ActivatedAt: r.activated[name], Error: r.failed[name]})
+	}
+	return states
+}
 
 // bundlesOf returns the bundle revisions policy revision rev was built from
 // (the active ones when rev is unknown).
@@ -338,6 +378,9 @@ func (r *Runtime) bundleStatus(st bundleplugin.Status) {
 	r.failMu.Lock()
 	prev := r.failed[st.Name]
 	r.failed[st.Name] = msg
+	if !st.LastSuccessfulActivation.IsZero() {
+		r.activated[st.Name] = st.LastSuccessfulActivation
+	}
 	r.failMu.Unlock()
 	if msg != "" && msg != prev {
 		r.policy.ActivationFailed(fmt.Errorf("bundle %s (active revision %q): %s", st.Name, st.ActiveRevision, msg))

@@ -6,6 +6,7 @@ import (
 	"crypto/rand"
 	"crypto/rsa"
 	"crypto/x509"
+	"encoding/json"
 	"encoding/pem"
 	"fmt"
 	"net/http"
@@ -238,6 +239,21 @@ plugins:
 	if d := check("/a"); !d.allowed {
 		t.Errorf("/a with u1: %+v, want allowed", d)
 	}
+	// The admin Status names the bundles the policy revision was built from.
+	st := adminStatus(t, g)
+	if got := bundleRevisions(st); got != "authz=r1 users=u1" {
+		t.Errorf("admin Status bundles: %s, want authz=r1 users=u1\n%+v", got, st.Bundles)
+	}
+	for _, b := range st.Bundles {
+		if b.ActivatedAt == "" || b.Error != "" {
+			t.Errorf("admin Status bundle %+v: want an activation time and no error", b)
+		}
+	}
+	if code, out, errOut := ctl(t, "status", "--addr", g.adminAddr); code != 0 {
+		t.Errorf("gatehousectl status: exit %d\n%s\n%s", code, out, errOut)
+	} else if err := contains(out, "bundle:    authz  revision=r1  activated=", "bundle:    users  revision=u1  activated="); err != nil {
+		t.Error(err)
+	}
 	if d := check("/b"); d.allowed {
 		t.Errorf("/b with u1: %+v, want denied", d)
 	}
@@ -309,6 +325,19 @@ plugins:
 	if err := contains(g.logText(), "policy activation failed, keeping revision", "bundle authz"); err != nil {
 		t.Error(err)
 	}
+	// The Status shows the failure beside the revision still in force.
+	st = adminStatus(t, g)
+	if got := bundleRevisions(st); got != "authz=r1 users=u2" {
+		t.Errorf("admin Status bundles after the refusals: %s, want authz=r1 users=u2", got)
+	}
+	for _, b := range st.Bundles {
+		if (b.Name == "authz") != (b.Error != "") {
+			t.Errorf("admin Status bundle %+v: want an error on authz only", b)
+		}
+	}
+	if code, out, _ := ctl(t, "status", "--addr", g.adminAddr); code != 0 || !strings.Contains(out, "last attempt FAILED (serving the revision above): ") {
+		t.Errorf("gatehousectl status: exit %d, want the failed attempt shown:\n%s", code, out)
+	}
 
 	// persist: the service is down, a new process serves from disk.
 	srv.setDown(true)
@@ -322,6 +351,38 @@ plugins:
 	if d := decide(t, c2, envoyRequest("10.1.2.3", "api.example.com", "/b", nil)); !d.allowed {
 		t.Errorf("from the persisted bundles: /b %+v, want allowed (u2)", d)
 	}
+}
+
+// statusBundle is a bundle in `gatehousectl status --json`.
+type statusBundle struct {
+	Name        string `json:"name"`
+	Revision    string `json:"revision"`
+	ActivatedAt string `json:"activated_at"`
+	Error       string `json:"error"`
+}
+
+type statusBundles struct {
+	Bundles []statusBundle `json:"bundles"`
+}
+
+// adminStatus is the admin Status's bundles, through gatehousectl.
+func adminStatus(t *testing.T, g *gatehouse) statusBundles {
+	t.Helper()
+	code, out, errOut := ctl(t, "status", "--json", "--addr", g.adminAddr)
+	var st statusBundles
+	if err := json.Unmarshal([]byte(out), &st); err != nil || code != 0 {
+		t.Fatalf("gatehousectl status --json: exit %d, %v\n%s\n%s", code, err, out, errOut)
+	}
+	return st
+}
+
+// bundleRevisions is "name=revision ..." in the Status's order.
+func bundleRevisions(st statusBundles) string {
+	var parts []string
+	for _, b := range st.Bundles {
+		parts = append(parts, b.Name+"="+b.Revision)
+	}
+	return strings.Join(parts, " ")
 }
 
 func indent(s, prefix string) string {

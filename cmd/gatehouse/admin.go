@@ -98,6 +98,13 @@ func (a *adminServer) Status(context.Context, *adminv1.StatusRequest) (*adminv1.
 		Hits:    stats.CacheHits,
 		Misses:  stats.CacheMisses,
 	}
+	if a.p.bundles != nil {
+		for _, b := range a.p.bundles() {
+			st.Bundles = append(st.Bundles, &adminv1.Bundle{
+				Name: b.Name, Revision: b.Revision, ActivatedAt: timestamp(b.ActivatedAt), Error: b.Error,
+			})
+		}
+	}
 	return st, nil
 }
 

@@ -325,6 +325,7 @@ func (r *runParts) start(ctx context.Context, p *parts) error {
 	}
 	r.runtime = rt
 	p.alsoReady = rt.BundlesActivated
+	p.bundles = rt.BundleStates
 	if r.events != nil {
 		if err := p.registry.Register(r.events.Collector()); err != nil {
 			return err

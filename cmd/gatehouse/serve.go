@@ -28,6 +28,7 @@ import (
 	"github.com/gatehouse-dev/gatehouse/config"
 	"github.com/gatehouse-dev/gatehouse/internal/connlimit"
 	"github.com/gatehouse-dev/gatehouse/internal/version"
+	"github.com/gatehouse-dev/gatehouse/opaenvoy"
 	"github.com/gatehouse-dev/gatehouse/policy"
 )
 
@@ -60,6 +61,9 @@ type parts struct {
 	// alsoReady, when set, is one more readiness condition (gatehouse run:
 	// every OPA bundle activated once).
 	alsoReady func() bool
+	// bundles, when set, reports OPA's bundles for the admin Status
+	// (gatehouse run).
+	bundles func() []opaenvoy.BundleState
 	// telemetry: metrics registry, shadow policy (cmd/gatehouse/metrics.go).
 	*telemetry
 }

@@ -205,6 +205,12 @@ func writeStatus(w io.Writer, st *adminv1.Status) error {
 	}
 	c := st.GetTokenCache()
 	fmt.Fprintf(&b, "cache:     %d entries, %d hits, %d misses\n", c.GetEntries(), c.GetHits(), c.GetMisses())
+	for _, bu := range st.GetBundles() {
+		fmt.Fprintf(&b, "bundle:    %s  revision=%s  activated=%s\n", bu.GetName(), orDash(bu.GetRevision()), when(bu.GetActivatedAt()))
+		if bu.GetError() != "" {
+			fmt.Fprintf(&b, "           last attempt FAILED (serving the revision above): %s\n", bu.GetError())
+		}
+	}
 	_, err := io.WriteString(w, b.String())
 	return err
 }

@@ -521,9 +521,12 @@ type Status struct {
 	Revision string  `protobuf:"bytes,6,opt,name=revision,proto3" json:"revision,omitempty"`
 	Policy   *Policy `protobuf:"bytes,2,opt,name=policy,proto3" json:"policy,omitempty"`
 	// shadow is absent when no shadow policy is configured.
-	Shadow        *Policy     `protobuf:"bytes,3,opt,name=shadow,proto3" json:"shadow,omitempty"`
-	Providers     []*Provider `protobuf:"bytes,4,rep,name=providers,proto3" json:"providers,omitempty"`
-	TokenCache    *TokenCache `protobuf:"bytes,5,opt,name=token_cache,json=tokenCache,proto3" json:"token_cache,omitempty"`
+	Shadow     *Policy     `protobuf:"bytes,3,opt,name=shadow,proto3" json:"shadow,omitempty"`
+	Providers  []*Provider `protobuf:"bytes,4,rep,name=providers,proto3" json:"providers,omitempty"`
+	TokenCache *TokenCache `protobuf:"bytes,5,opt,name=token_cache,json=tokenCache,proto3" json:"token_cache,omitempty"`
+	// bundles are OPA's bundles (gatehouse run only; empty otherwise), by
+	// name: the policy revision above was built from their revisions.
+	Bundles       []*Bundle `protobuf:"bytes,7,rep,name=bundles,proto3" json:"bundles,omitempty"`
 	unknownFields protoimpl.UnknownFields
 	sizeCache     protoimpl.SizeCache
 }
@@ -600,6 +603,89 @@ func (x *Status) GetTokenCache() *TokenCache {
 	return nil
 }
 
+func (x *Status) GetBundles() []*Bundle {
+	if x != nil {
+		return x.Bundles
+	}
+	return nil
+}
+
+// Bundle is one of OPA's bundles under `gatehouse run`: configured in
+// bundles (downloaded by OPA's bundle plugin) or given with --bundle.
+type Bundle struct {
+	state protoimpl.MessageState `protogen:"open.v1"`
+	Name  string                 `protobuf:"bytes,1,opt,name=name,proto3" json:"name,omitempty"`
+	// revision is the manifest revision of the active bundle, empty until
+	// one is activated (or when its manifest has none).
+	Revision string `protobuf:"bytes,2,opt,name=revision,proto3" json:"revision,omitempty"`
+	// activated_at is when the bundle plugin last activated this bundle
+	// (absent for a --bundle path, activated at start).
+	ActivatedAt *timestamppb.Timestamp `protobuf:"bytes,3,opt,name=activated_at,json=activatedAt,proto3" json:"activated_at,omitempty"`
+	// error is why the last download, verification or activation failed,
+	// empty when it succeeded: the revision above stays in force meanwhile.
+	Error         string `protobuf:"bytes,4,opt,name=error,proto3" json:"error,omitempty"`
+	unknownFields protoimpl.UnknownFields
+	sizeCache     protoimpl.SizeCache
+}
+
+func (x *Bundle) Reset() {
+	*x = Bundle{}
+	mi := &file_gatehouse_admin_v1_admin_proto_msgTypes[8]
+	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+	ms.StoreMessageInfo(mi)
+}
+
+func (x *Bundle) String() string {
+	return protoimpl.X.MessageStringOf(x)
+}
+
+func (*Bundle) ProtoMessage() {}
+
+func (x *Bundle) ProtoReflect() protoreflect.Message {
+	mi := &file_gatehouse_admin_v1_admin_proto_msgTypes[8]
+	if x != nil {
+		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+		if ms.LoadMessageInfo() == nil {
+			ms.StoreMessageInfo(mi)
+		}
+		return ms
+	}
+	return mi.MessageOf(x)
+}
+
+// Deprecated: Use Bundle.ProtoReflect.Descriptor instead.
+func (*Bundle) Descriptor() ([]byte, []int) {
+	return file_gatehouse_admin_v1_admin_proto_rawDescGZIP(), []int{8}
+}
+
+func (x *Bundle) GetName() string {
+	if x != nil {
+		return x.Name
+	}
+	return ""
+}
+
+func (x *Bundle) GetRevision() string {
+	if x != nil {
+		return x.Revision
+	}
+	return ""
+}
+
+func (x *Bundle) GetActivatedAt() *timestamppb.Timestamp {
+	if x != nil {
+		return x.ActivatedAt
+	}
+	return nil
+}
+
+func (x *Bundle) GetError() string {
+	if x != nil {
+		return x.Error
+	}
+	return ""
+}
+
 // Policy is the active (or shadow) policy.
 type Policy struct {
 	state    protoimpl.MessageState `protogen:"open.v1"`
@@ -618,7 +704,7 @@ type Policy struct {
 
 func (x *Policy) Reset() {
 	*x = Policy{}
-	mi := &file_gatehouse_admin_v1_admin_proto_msgTypes[8]
+	mi := &file_gatehouse_admin_v1_admin_proto_msgTypes[9]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -630,7 +716,7 @@ func (x *Policy) String() string {
 func (*Policy) ProtoMessage() {}
 
 func (x *Policy) ProtoReflect() protoreflect.Message {
-	mi := &file_gatehouse_admin_v1_admin_proto_msgTypes[8]
+	mi := &file_gatehouse_admin_v1_admin_proto_msgTypes[9]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -643,7 +729,7 @@ func (x *Policy) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use Policy.ProtoReflect.Descriptor instead.
 func (*Policy) Descriptor() ([]byte, []int) {
-	return file_gatehouse_admin_v1_admin_proto_rawDescGZIP(), []int{8}
+	return file_gatehouse_admin_v1_admin_proto_rawDescGZIP(), []int{9}
 }
 
 func (x *Policy) GetRevision() string {
@@ -717,7 +803,7 @@ type Provider struct {
 
 func (x *Provider) Reset() {
 	*x = Provider{}
-	mi := &file_gatehouse_admin_v1_admin_proto_msgTypes[9]
+	mi := &file_gatehouse_admin_v1_admin_proto_msgTypes[10]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -729,7 +815,7 @@ func (x *Provider) String() string {
 func (*Provider) ProtoMessage() {}
 
 func (x *Provider) ProtoReflect() protoreflect.Message {
-	mi := &file_gatehouse_admin_v1_admin_proto_msgTypes[9]
+	mi := &file_gatehouse_admin_v1_admin_proto_msgTypes[10]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -742,7 +828,7 @@ func (x *Provider) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use Provider.ProtoReflect.Descriptor instead.
 func (*Provider) Descriptor() ([]byte, []int) {
-	return file_gatehouse_admin_v1_admin_proto_rawDescGZIP(), []int{9}
+	return file_gatehouse_admin_v1_admin_proto_rawDescGZIP(), []int{10}
 }
 
 func (x *Provider) GetName() string {
@@ -820,7 +906,7 @@ type TokenCache struct {
 
 func (x *TokenCache) Reset() {
 	*x = TokenCache{}
-	mi := &file_gatehouse_admin_v1_admin_proto_msgTypes[10]
+	mi := &file_gatehouse_admin_v1_admin_proto_msgTypes[11]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -832,7 +918,7 @@ func (x *TokenCache) String() string {
 func (*TokenCache) ProtoMessage() {}
 
 func (x *TokenCache) ProtoReflect() protoreflect.Message {
-	mi := &file_gatehouse_admin_v1_admin_proto_msgTypes[10]
+	mi := &file_gatehouse_admin_v1_admin_proto_msgTypes[11]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -845,7 +931,7 @@ func (x *TokenCache) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use TokenCache.ProtoReflect.Descriptor instead.
 func (*TokenCache) Descriptor() ([]byte, []int) {
-	return file_gatehouse_admin_v1_admin_proto_rawDescGZIP(), []int{10}
+	return file_gatehouse_admin_v1_admin_proto_rawDescGZIP(), []int{11}
 }
 
 func (x *TokenCache) GetEntries() uint64 {
@@ -908,7 +994,7 @@ const file_gatehouse_admin_v1_admin_proto_rawDesc = "" +
 	"\x06Header\x12\x10\n" +
 	"\x03key\x18\x01 \x01(\tR\x03key\x12\x14\n" +
 	"\x05value\x18\x02 \x01(\tR\x05value\"\x0f\n" +
-	"\rStatusRequest\"\xa3\x02\n" +
+	"\rStatusRequest\"\xd9\x02\n" +
 	"\x06Status\x12\x18\n" +
 	"\aversion\x18\x01 \x01(\tR\aversion\x12\x1a\n" +
 	"\brevision\x18\x06 \x01(\tR\brevision\x122\n" +
@@ -916,7 +1002,13 @@ const file_gatehouse_admin_v1_admin_proto_rawDesc = "" +
 	"\x06shadow\x18\x03 \x01(\v2\x1a.gatehouse.admin.v1.PolicyR\x06shadow\x12:\n" +
 	"\tproviders\x18\x04 \x03(\v2\x1c.gatehouse.admin.v1.ProviderR\tproviders\x12?\n" +
 	"\vtoken_cache\x18\x05 \x01(\v2\x1e.gatehouse.admin.v1.TokenCacheR\n" +
-	"tokenCache\"\xa0\x02\n" +
+	"tokenCache\x124\n" +
+	"\abundles\x18\a \x03(\v2\x1a.gatehouse.admin.v1.BundleR\abundles\"\x8d\x01\n" +
+	"\x06Bundle\x12\x12\n" +
+	"\x04name\x18\x01 \x01(\tR\x04name\x12\x1a\n" +
+	"\brevision\x18\x02 \x01(\tR\brevision\x12=\n" +
+	"\factivated_at\x18\x03 \x01(\v2\x1a.google.protobuf.TimestampR\vactivatedAt\x12\x14\n" +
+	"\x05error\x18\x04 \x01(\tR\x05error\"\xa0\x02\n" +
 	"\x06Policy\x12\x1a\n" +
 	"\brevision\x18\x01 \x01(\tR\brevision\x127\n" +
 	"\tloaded_at\x18\x02 \x01(\v2\x1a.google.protobuf.TimestampR\bloadedAt\x12*\n" +
@@ -957,7 +1049,7 @@ func file_gatehouse_admin_v1_admin_proto_rawDescGZIP() []byte {
 	return file_gatehouse_admin_v1_admin_proto_rawDescData
 }
 
-var file_gatehouse_admin_v1_admin_proto_msgTypes = make([]protoimpl.MessageInfo, 11)
+var file_gatehouse_admin_v1_admin_proto_msgTypes = make([]protoimpl.MessageInfo, 12)
 var file_gatehouse_admin_v1_admin_proto_goTypes = []any{
 	(*ExplainRequest)(nil),        // 0: gatehouse.admin.v1.ExplainRequest
 	(*Explanation)(nil),           // 1: gatehouse.admin.v1.Explanation
@@ -967,33 +1059,36 @@ var file_gatehouse_admin_v1_admin_proto_goTypes = []any{
 	(*Header)(nil),                // 5: gatehouse.admin.v1.Header
 	(*StatusRequest)(nil),         // 6: gatehouse.admin.v1.StatusRequest
 	(*Status)(nil),                // 7: gatehouse.admin.v1.Status
-	(*Policy)(nil),                // 8: gatehouse.admin.v1.Policy
-	(*Provider)(nil),              // 9: gatehouse.admin.v1.Provider
-	(*TokenCache)(nil),            // 10: gatehouse.admin.v1.TokenCache
-	(*timestamppb.Timestamp)(nil), // 11: google.protobuf.Timestamp
+	(*Bundle)(nil),                // 8: gatehouse.admin.v1.Bundle
+	(*Policy)(nil),                // 9: gatehouse.admin.v1.Policy
+	(*Provider)(nil),              // 10: gatehouse.admin.v1.Provider
+	(*TokenCache)(nil),            // 11: gatehouse.admin.v1.TokenCache
+	(*timestamppb.Timestamp)(nil), // 12: google.protobuf.Timestamp
 }
 var file_gatehouse_admin_v1_admin_proto_depIdxs = []int32{
 	2,  // 0: gatehouse.admin.v1.Explanation.client_ip:type_name -> gatehouse.admin.v1.ClientIP
 	3,  // 1: gatehouse.admin.v1.Explanation.token:type_name -> gatehouse.admin.v1.Token
 	4,  // 2: gatehouse.admin.v1.Explanation.steps:type_name -> gatehouse.admin.v1.Step
 	5,  // 3: gatehouse.admin.v1.Explanation.headers:type_name -> gatehouse.admin.v1.Header
-	8,  // 4: gatehouse.admin.v1.Status.policy:type_name -> gatehouse.admin.v1.Policy
-	8,  // 5: gatehouse.admin.v1.Status.shadow:type_name -> gatehouse.admin.v1.Policy
-	9,  // 6: gatehouse.admin.v1.Status.providers:type_name -> gatehouse.admin.v1.Provider
-	10, // 7: gatehouse.admin.v1.Status.token_cache:type_name -> gatehouse.admin.v1.TokenCache
-	11, // 8: gatehouse.admin.v1.Policy.loaded_at:type_name -> google.protobuf.Timestamp
-	11, // 9: gatehouse.admin.v1.Policy.last_reload_error_at:type_name -> google.protobuf.Timestamp
-	11, // 10: gatehouse.admin.v1.Provider.last_refresh:type_name -> google.protobuf.Timestamp
-	11, // 11: gatehouse.admin.v1.Provider.last_error_time:type_name -> google.protobuf.Timestamp
-	0,  // 12: gatehouse.admin.v1.AdminService.Explain:input_type -> gatehouse.admin.v1.ExplainRequest
-	6,  // 13: gatehouse.admin.v1.AdminService.Status:input_type -> gatehouse.admin.v1.StatusRequest
-	1,  // 14: gatehouse.admin.v1.AdminService.Explain:output_type -> gatehouse.admin.v1.Explanation
-	7,  // 15: gatehouse.admin.v1.AdminService.Status:output_type -> gatehouse.admin.v1.Status
-	14, // [14:16] is the sub-list for method output_type
-	12, // [12:14] is the sub-list for method input_type
-	12, // [12:12] is the sub-list for extension type_name
-	12, // [12:12] is the sub-list for extension extendee
-	0,  // [0:12] is the sub-list for field type_name
+	9,  // 4: gatehouse.admin.v1.Status.policy:type_name -> gatehouse.admin.v1.Policy
+	9,  // 5: gatehouse.admin.v1.Status.shadow:type_name -> gatehouse.admin.v1.Policy
+	10, // 6: gatehouse.admin.v1.Status.providers:type_name -> gatehouse.admin.v1.Provider
+	11, // 7: gatehouse.admin.v1.Status.token_cache:type_name -> gatehouse.admin.v1.TokenCache
+	8,  // 8: gatehouse.admin.v1.Status.bundles:type_name -> gatehouse.admin.v1.Bundle
+	12, // 9: gatehouse.admin.v1.Bundle.activated_at:type_name -> google.protobuf.Timestamp
+	12, // 10: gatehouse.admin.v1.Policy.loaded_at:type_name -> google.protobuf.Timestamp
+	12, // 11: gatehouse.admin.v1.Policy.last_reload_error_at:type_name -> google.protobuf.Timestamp
+	12, // 12: gatehouse.admin.v1.Provider.last_refresh:type_name -> google.protobuf.Timestamp
+	12, // 13: gatehouse.admin.v1.Provider.last_error_time:type_name -> google.protobuf.Timestamp
+	0,  // 14: gatehouse.admin.v1.AdminService.Explain:input_type -> gatehouse.admin.v1.ExplainRequest
+	6,  // 15: gatehouse.admin.v1.AdminService.Status:input_type -> gatehouse.admin.v1.StatusRequest
+	1,  // 16: gatehouse.admin.v1.AdminService.Explain:output_type -> gatehouse.admin.v1.Explanation
+	7,  // 17: gatehouse.admin.v1.AdminService.Status:output_type -> gatehouse.admin.v1.Status
+	16, // [16:18] is the sub-list for method output_type
+	14, // [14:16] is the sub-list for method input_type
+	14, // [14:14] is the sub-list for extension type_name
+	14, // [14:14] is the sub-list for extension extendee
+	0,  // [0:14] is the sub-list for field type_name
 }
 
 func init() { file_gatehouse_admin_v1_admin_proto_init() }
@@ -1007,7 +1102,7 @@ func file_gatehouse_admin_v1_admin_proto_init() {
 			GoPackagePath: reflect.TypeOf(x{}).PkgPath(),
 			RawDescriptor: unsafe.Slice(unsafe.StringData(file_gatehouse_admin_v1_admin_proto_rawDesc), len(file_gatehouse_admin_v1_admin_proto_rawDesc)),
 			NumEnums:      0,
-			NumMessages:   11,
+			NumMessages:   12,
 			NumExtensions: 0,
 			NumServices:   1,
 		},
