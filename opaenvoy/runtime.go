@@ -16,6 +16,7 @@ import (
 	"sync/atomic"
 	"time"
 
+	"github.com/fsnotify/fsnotify"
 	"github.com/open-policy-agent/opa/v1/ast"
 	"github.com/open-policy-agent/opa/v1/bundle"
 	"github.com/open-policy-agent/opa/v1/loader"
@@ -52,6 +53,9 @@ type Options struct {
 	BundleMode bool
 	// Ignore are --ignore's file name patterns.
 	Ignore []string
+	// Watch is --watch: Paths are loaded again when a file under them
+	// changes.
+	Watch bool
 	// RegoVersion is the syntax of the modules that do not say (bundles'
 	// manifests may): RegoV1 by default, RegoV0 with --v0-compatible.
 	RegoVersion ast.RegoVersion
@@ -78,6 +82,16 @@ type Runtime struct {
 	plugin  *extAuthzPlugin
 	policy  Activator
 	logger  *slog.Logger
+	// paths, bundleMode, ignore and version are how the command line's
+	// paths are loaded, again on every change with --watch.
+	paths      []string
+	bundleMode bool
+	ignore     []string
+	version    ast.RegoVersion
+	// watcher watches paths (--watch; nil without) from Start until Stop,
+	// which calls stopWatch.
+	watcher   *fsnotify.Watcher
+	stopWatch context.CancelFunc
 	// bundles are the active bundles' revisions (name -> revision), replaced
 	// whole on every activation.
 	bundles atomic.Pointer[map[string]string]
@@ -98,7 +112,7 @@ type Runtime struct {
 // plugin manager and its plugins and activates the files; nothing is
 // downloaded before Start. An unsupported key, a policy that does not compile
 // or a plugin configuration OPA refuses is an error.
-func New(ctx context.Context, opts Options) (*Runtime, error) {
+func New(ctx context.Context, opts Options) (_ *Runtime, err error) {
 	if opts.Policy == nil {
 		return nil, errors.New("opaenvoy: no policy to activate")
 	}
@@ -126,7 +140,22 @@ func New(ctx context.Context, opts Options) (*Runtime, error) {
 	if id == "" {
 		id = randomID()
 	}
-	r := &Runtime{ext: ext, policy: opts.Policy, logger: logger, failed: map[string]string{}, activated: map[string]time.Time{}}
+	r := &Runtime{
+		ext: ext, policy: opts.Policy, logger: logger, failed: map[string]string{}, activated: map[string]time.Time{},
+		paths: opts.Paths, bundleMode: opts.BundleMode, ignore: opts.Ignore, version: version,
+	}
+	if opts.Watch && len(opts.Paths) > 0 {
+		// Watching starts before the paths are first read, so that no change
+		// between the two is missed.
+		if r.watcher, err = newWatcher(opts.Paths); err != nil {
+			return nil, err
+		}
+		defer func() {
+			if err != nil {
+				r.closeWatcher()
+			}
+		}()
+	}
 	r.bundles.Store(&map[string]string{})
 
 	files, bundles, err := loadPaths(opts.Paths, opts.BundleMode, opts.Ignore, version)
@@ -203,15 +232,35 @@ func (r *Runtime) ExtAuthz() ExtAuthz { return r.ext }
 func (r *Runtime) Manager() *plugins.Manager { return r.manager }
 
 // Start starts the plugins: discovery, bundle downloads, decision log and
-// status uploads.
+// status uploads; and with Watch, watching the paths.
 func (r *Runtime) Start(ctx context.Context) error {
-	return r.manager.Start(ctx)
+	if err := r.manager.Start(ctx); err != nil {
+		return err
+	}
+	if r.watcher != nil {
+		wctx, cancel := context.WithCancel(context.WithoutCancel(ctx))
+		r.stopWatch = cancel
+		go r.watch(wctx, r.watcher)
+	}
+	return nil
 }
 
-// Stop stops the plugins; the decision log plugin uploads what it buffered
-// within ctx's deadline.
+// Stop stops watching and the plugins; the decision log plugin uploads what
+// it buffered within ctx's deadline.
 func (r *Runtime) Stop(ctx context.Context) {
+	if r.stopWatch != nil {
+		r.stopWatch()
+	} else {
+		r.closeWatcher()
+	}
 	r.manager.Stop(ctx)
+}
+
+// closeWatcher releases a watcher that was never started.
+func (r *Runtime) closeWatcher() {
+	if r.watcher != nil {
+		r.watcher.Close()
+	}
 }
 
 // Serving marks OPA-Envoy's plugin OK (its gRPC listener is up), or not

@@ -39,6 +39,7 @@ Flags (OPA's):
   -a, --addr ADDR              health (/health, /readyz) and /metrics listener (default localhost:8181)
       --diagnostic-addr ADDR   more listeners serving the same (repeatable)
   -b, --bundle                 load the paths as bundles
+  -w, --watch                  load the paths again when a file under them changes
       --ignore PATTERN         file names to skip while loading the paths (repeatable)
       --v0-compatible          modules without a rego_version are Rego v0 (default v1)
       --v1-compatible          modules are Rego v1 (the default)
@@ -69,6 +70,7 @@ type runArgs struct {
 	addrs           []string
 	diagnosticAddrs []string
 	bundleMode      bool
+	watch           bool
 	ignore          []string
 	regoVersion     ast.RegoVersion
 	logLevel        string
@@ -118,6 +120,7 @@ var runFlags = []runFlag{
 	{long: "addr", short: "a", set: func(a *runArgs, v string) error { commaList(&a.addrs, v); return nil }},
 	{long: "diagnostic-addr", set: func(a *runArgs, v string) error { commaList(&a.diagnosticAddrs, v); return nil }},
 	boolFlag("bundle", "b", func(a *runArgs, on bool) { a.bundleMode = on }),
+	boolFlag("watch", "w", func(a *runArgs, on bool) { a.watch = on }),
 	{long: "ignore", set: func(a *runArgs, v string) error { commaList(&a.ignore, v); return nil }},
 	boolFlag("v0-compatible", "", func(a *runArgs, on bool) {
 		if on {
@@ -172,7 +175,6 @@ var refusedRunFlags = map[string]string{
 	"authorization":                 "it protects OPA's REST API, which Gatehouse does not serve; remove it",
 	"h2c":                           "the health and metrics listeners speak HTTP/1.1; remove it",
 	"unix-socket-perm":              "the health and metrics listeners are TCP only",
-	"watch":                         "files given on the command line are read once at start; restart to apply changes, or deliver them as a bundle (bundles: in the configuration), which is polled",
 	"watch-config":                  "the configuration is read once at start; restart to apply changes",
 	"history":                       "it belongs to OPA's interactive shell",
 	"format":                        "it belongs to OPA's interactive shell",
@@ -192,7 +194,7 @@ var refusedRunFlags = map[string]string{
 }
 
 // shortRefused maps the short forms of refused flags to their long names.
-var shortRefused = map[string]string{"w": "watch", "H": "history", "f": "format", "m": "max-errors"}
+var shortRefused = map[string]string{"H": "history", "f": "format", "m": "max-errors"}
 
 // parseRunArgs reads OPA-Envoy's `run` command line (after "run"): flags and
 // paths in any order, as OPA's (cobra) command line allows, "--" ending the
@@ -457,6 +459,7 @@ func runOPAEnvoy(ctx context.Context, args []string, stderr io.Writer) int {
 			Config:        raw,
 			Paths:         a.paths,
 			BundleMode:    a.bundleMode,
+			Watch:         a.watch,
 			Ignore:        a.ignore,
 			RegoVersion:   a.regoVersion,
 			Logger:        logger.With("component", "opa"),
