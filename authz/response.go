@@ -14,7 +14,6 @@ import (
 	"google.golang.org/protobuf/types/known/structpb"
 	"google.golang.org/protobuf/types/known/wrapperspb"
 
-	"github.com/gatehouse-dev/gatehouse/authz/jwt"
 	"github.com/gatehouse-dev/gatehouse/policy"
 )
 
@@ -23,7 +22,8 @@ import (
 // there), and every other identity header name is removed, so a client can
 // never pre-seed one: Envoy applies headers_to_remove after the headers it
 // sets, which is why the headers being set are not in the removal list.
-func (s *Server) allow(dec policy.Decision, tok *jwt.Result) *authv3.CheckResponse {
+func (s *Server) allow(dec policy.Decision, out *outcome) *authv3.CheckResponse {
+	tok := out.token
 	ok := &authv3.OkHttpResponse{
 		Headers:                 headerOptions(dec.Headers),
 		ResponseHeadersToAdd:    headerOptions(dec.ResponseHeadersToAdd),
@@ -51,7 +51,13 @@ func (s *Server) allow(dec policy.Decision, tok *jwt.Result) *authv3.CheckRespon
 		ok.HeadersToRemove = append(ok.HeadersToRemove, tok.RemoveHeaders...)
 		ok.QueryParametersToRemove = append(ok.QueryParametersToRemove, tok.RemoveParams...)
 	}
-	for _, name := range s.identityHeader {
+	var identity []string
+	if out.est != nil {
+		identity = out.est.identityHeader
+	} else if est := s.est.Load(); est != nil {
+		identity = est.identityHeader
+	}
+	for _, name := range identity {
 		if !set[name] {
 			ok.HeadersToRemove = append(ok.HeadersToRemove, name)
 		}

@@ -11,6 +11,7 @@ import (
 	"io"
 	"log/slog"
 	"math/rand/v2"
+	"sync/atomic"
 	"time"
 
 	authv3 "github.com/envoyproxy/go-control-plane/envoy/service/auth/v3"
@@ -140,9 +141,39 @@ type Options struct {
 // Server implements Envoy's Authorization service.
 type Server struct {
 	authv3.UnimplementedAuthorizationServer
-	opts           Options
+	opts Options
+	// est are the parts that establish the facts, replaced whole by
+	// SetEstablishers; each check loads them once.
+	est   atomic.Pointer[establishers]
+	plans plans
+}
+
+// Establishers are the parts that establish a request's facts: the token
+// verifier and the client IP resolver. A configuration reload replaces them
+// with SetEstablishers.
+type Establishers struct {
+	Tokens   TokenVerifier // nil: no JWT providers, input.jwt is never set
+	ClientIP IPResolver    // required
+}
+
+type establishers struct {
+	tokens         TokenVerifier
+	clientIP       IPResolver
 	identityHeader []string
-	plans          plans
+}
+
+// SetEstablishers swaps in e for the checks that start from now on; checks
+// in flight finish with the parts they started with.
+func (s *Server) SetEstablishers(e Establishers) error {
+	if e.ClientIP == nil {
+		return errors.New("authz: a client IP resolver is required")
+	}
+	est := &establishers{tokens: e.Tokens, clientIP: e.ClientIP}
+	if e.Tokens != nil {
+		est.identityHeader = e.Tokens.IdentityHeaders()
+	}
+	s.est.Store(est)
+	return nil
 }
 
 var _ authv3.AuthorizationServer = (*Server)(nil)
@@ -173,8 +204,8 @@ func New(opts Options) (*Server, error) {
 		opts.Logger = slog.New(slog.DiscardHandler)
 	}
 	s := &Server{opts: opts}
-	if opts.Tokens != nil {
-		s.identityHeader = opts.Tokens.IdentityHeaders()
+	if err := s.SetEstablishers(Establishers{Tokens: opts.Tokens, ClientIP: opts.ClientIP}); err != nil {
+		return nil, err
 	}
 	return s, nil
 }
@@ -187,6 +218,8 @@ type outcome struct {
 	err      error
 	ip       clientip.Result
 	token    *jwt.Result
+	// est are the establishers this check started with.
+	est *establishers
 	req      *request
 	// dryRunDenied: the decision was a denial that dry run turned into an allow.
 	dryRunDenied bool
@@ -224,7 +257,7 @@ func (s *Server) Check(ctx context.Context, req *authv3.CheckRequest) (resp *aut
 		// goes through. Client copies of identity headers are still stripped.
 		// The policy's dynamic_metadata stays, as in OPA-Envoy.
 		out.dryRunDenied = true
-		resp = s.allow(policy.Decision{Allowed: true, DynamicMetadata: out.decision.DynamicMetadata}, out.token)
+		resp = s.allow(policy.Decision{Allowed: true, DynamicMetadata: out.decision.DynamicMetadata}, &out)
 	}
 	return resp, nil
 }
@@ -251,10 +284,12 @@ func (s *Server) establish(ctx context.Context, req *authv3.CheckRequest, out *o
 	r.maxParseBody, r.maxJSONDepth = s.opts.MaxParseBodyBytes, s.opts.Limits.MaxJSONDepth
 	r.plans = &s.plans
 	out.req = r
-	out.ip = s.opts.ClientIP.Resolve(r.peer, r.headers)
+	est := s.est.Load()
+	out.est = est
+	out.ip = est.clientIP.Resolve(r.peer, r.headers)
 	out.lap(stageClientIP)
-	if s.opts.Tokens != nil {
-		out.token = s.opts.Tokens.Verify(ctx, jwt.Request{Headers: r.headers, Query: r.query, RawQuery: r.rawQuery})
+	if est.tokens != nil {
+		out.token = est.tokens.Verify(ctx, jwt.Request{Headers: r.headers, Query: r.query, RawQuery: r.rawQuery})
 		out.lap(stageToken)
 	}
 	return r, nil
@@ -276,7 +311,7 @@ func (s *Server) answer(dec policy.Decision, err error, out *outcome) *authv3.Ch
 	}
 	out.decision, out.reason = dec, dec.Reason
 	if dec.Allowed {
-		return s.allow(dec, out.token)
+		return s.allow(dec, out)
 	}
 	return s.denied(dec)
 }

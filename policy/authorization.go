@@ -711,13 +711,14 @@ func (q *authzRequest) identityFailure(r *authzRule) string {
 }
 
 // pathsHold: the path matches one of r.paths. A permission reads the path
-// narrowly: an allow rule needs both readings (as sent and decoded) to match,
-// with case, and never matches a structurally ambiguous path. A restriction
-// reads it widely: a deny or audit rule matches when either reading matches
-// without case, and any structurally ambiguous path.
+// narrowly: an allow rule matches the path as sent, with case, and never a
+// structurally ambiguous path (an escape such as "%61" then only ever keeps
+// a path out of a rule written without it). A restriction reads it widely: a
+// deny or audit rule matches when either reading (as sent, or decoded)
+// matches without case, and any structurally ambiguous path.
 func (q *authzRequest) pathsHold(r *authzRule) bool {
 	if r.action == ActionAllow {
-		return !q.structural && anyPath(r.paths, q.path) && anyPath(r.paths, q.decoded)
+		return !q.structural && anyPath(r.paths, q.path)
 	}
 	return q.structural || anyPath(r.paths, q.lowerPath) || anyPath(r.paths, q.lowerDecoded)
 }

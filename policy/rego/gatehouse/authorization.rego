@@ -202,9 +202,9 @@ _decoded := d if {
 # "%" or ";": the upstream may read the segments otherwise.
 _structural if regex.match(`(^|/)\.\.?($|/)|//|\\|;|%(2[fFeE5]|5[cC]|3[bB])`, _path)
 
-# A permission reads the path narrowly: an allow rule's paths must match both
-# readings, with case; its not_paths must match neither, without case; and a
-# structurally ambiguous path matches neither kind of field. A restriction
+# A permission reads the path narrowly: an allow rule's paths must match the
+# path as sent, with case; its not_paths must match neither reading, without
+# case; and a structurally ambiguous path satisfies neither kind of field. A restriction
 # reads it widely: a deny or audit rule's paths match either reading without
 # case, its not_paths hold when either reading escapes them with case, and a
 # structurally ambiguous path satisfies both.
@@ -214,7 +214,6 @@ _paths_hold(r) if {
 	r.action == "allow"
 	not _structural
 	_any_path(r.paths, _path, false)
-	_any_path(r.paths, _decoded, false)
 }
 
 _paths_hold(r) if {
