@@ -232,6 +232,33 @@ func (e *Engine) Reload(ctx context.Context) error {
 	return nil
 }
 
+// SetRules replaces the configured decision's rules (a configuration
+// reload: bypass, header rules, authorization): the revision they make is
+// built and validated completely, with the policy files as they are now, and
+// swapped in only then. On failure the active revision and rules stay and
+// the error says why. Unchanged rules are not rebuilt.
+func (e *Engine) SetRules(ctx context.Context, rules Rules) error {
+	if e.external {
+		return errors.New("policy: this engine's policy is activated from bundles; its rules come with them")
+	}
+	e.reloadMu.Lock()
+	defer e.reloadMu.Unlock()
+	old := e.current.Load()
+	prevRules, prevConfig := e.rules, e.config
+	e.rules, e.config = &rules, rules.Data()
+	rev, changed, err := e.build(ctx, old.hash)
+	if err != nil {
+		e.rules, e.config = prevRules, prevConfig
+		return fmt.Errorf("rules: %w", err)
+	}
+	if !changed {
+		return nil
+	}
+	e.current.Store(rev)
+	e.logger.Info("policy rules replaced", "old_revision", old.hash, "revision", rev.hash)
+	return nil
+}
+
 // build loads and hashes the sources; when the hash differs from current it
 // compiles and prepares a new revision. changed is false (and rev nil) when
 // the sources are identical to current.

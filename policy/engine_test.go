@@ -376,3 +376,50 @@ func TestInputFromJSON(t *testing.T) {
 		})
 	}
 }
+
+// TestSetRules: new rules take effect at once, in one new revision; rules
+// that fail to compile leave the active revision and its rules in place.
+func TestSetRules(t *testing.T) {
+	ctx := context.Background()
+	rules := Rules{Providers: []string{"corp"}}
+	e, err := New(ctx, Options{Rules: &rules})
+	if err != nil {
+		t.Fatal(err)
+	}
+	facts := &Facts{Path: "/healthz", Method: "GET", Headers: map[string]string{}}
+	decide := func() Decision {
+		d, err := e.Decide(ctx, facts, nil)
+		if err != nil {
+			t.Fatal(err)
+		}
+		return d
+	}
+	if d := decide(); d.Reason != ReasonTokenMissing {
+		t.Fatalf("before: %q", d.Reason)
+	}
+	first := e.Revision()
+	public := rules
+	public.Authorization.Rules = []AuthzRule{{Name: "health", Action: ActionAllow, Paths: []string{"/healthz"}}}
+	if err := e.SetRules(ctx, public); err != nil {
+		t.Fatal(err)
+	}
+	if d := decide(); d.Reason != "rule_allowed:health" || e.Revision() == first {
+		t.Fatalf("after: %q, revision %s (was %s)", d.Reason, e.Revision(), first)
+	}
+	good := e.Revision()
+	broken := public
+	broken.Require = []HeaderMatch{{Name: "x-a", Regex: "("}}
+	if err := e.SetRules(ctx, broken); err == nil {
+		t.Fatal("rules with a broken regex were accepted")
+	}
+	if d := decide(); d.Reason != "rule_allowed:health" || e.Revision() != good {
+		t.Fatalf("after a failed replacement: %q, revision %s (want %s)", d.Reason, e.Revision(), good)
+	}
+	// The last good rules are the ones a policy file reload builds on.
+	if err := e.Reload(ctx); err != nil {
+		t.Fatal(err)
+	}
+	if d := decide(); d.Reason != "rule_allowed:health" {
+		t.Fatalf("after a reload: %q", d.Reason)
+	}
+}

@@ -72,6 +72,8 @@ type gatehouse struct {
 
 	// adminAddr is the admin gRPC listener (listen.admin).
 	adminAddr string
+	// configPath is the configuration file it was started with ("" none).
+	configPath string
 }
 
 // logText returns everything the server has logged so far.
@@ -108,15 +110,17 @@ func startGatehouse(t *testing.T, configYAML string, waitReady bool, extraArgs .
 	dir := t.TempDir()
 	addrFile := filepath.Join(dir, "addresses.json")
 	args := []string{"--grpc-addr", "127.0.0.1:0", "--http-addr", "127.0.0.1:0", "--address-file", addrFile, "--admin-addr", "127.0.0.1:0"}
+	configPath := ""
 	if configYAML != "" {
 		p := filepath.Join(dir, "gatehouse.yaml")
+		configPath = p
 		if err := os.WriteFile(p, []byte(configYAML), 0o644); err != nil {
 			t.Fatal(err)
 		}
 		args = append(args, "--config", p)
 	}
 	args = append(args, extraArgs...)
-	g := &gatehouse{cmd: osexec.Command(filepath.Join(binDir, "gatehouse"), args...), exited: make(chan struct{})}
+	g := &gatehouse{cmd: osexec.Command(filepath.Join(binDir, "gatehouse"), args...), exited: make(chan struct{}), configPath: configPath}
 	g.cmd.Stderr = &g.log
 	if err := g.cmd.Start(); err != nil {
 		t.Fatal(err)

@@ -103,7 +103,18 @@ func run(args []string, stdout, stderr io.Writer) int {
 	defer out.Close()
 	ctx, stop := signal.NotifyContext(context.Background(), syscall.SIGINT, syscall.SIGTERM)
 	defer stop()
-	if err := serve(ctx, cfg, serveOptions{configFile: *configPath, addressFile: *addressFile}, logger, out); err != nil {
+	overrides := func(c *config.Config) {
+		if *grpcAddr != "" {
+			c.Listen.GRPC = *grpcAddr
+		}
+		if *httpAddr != "" {
+			c.Listen.HTTP = *httpAddr
+		}
+		if *adminAddr != "" {
+			c.Listen.Admin = *adminAddr
+		}
+	}
+	if err := serve(ctx, cfg, serveOptions{configFile: *configPath, addressFile: *addressFile, overrides: overrides}, logger, out); err != nil {
 		var ce *configError
 		if errors.As(err, &ce) {
 			fmt.Fprintf(stderr, "gatehouse: %v\n", err)

@@ -11,7 +11,6 @@ import (
 	"github.com/prometheus/client_golang/prometheus/promhttp"
 
 	"github.com/gatehouse-dev/gatehouse/authz"
-	"github.com/gatehouse-dev/gatehouse/authz/jwt"
 	"github.com/gatehouse-dev/gatehouse/config"
 	"github.com/gatehouse-dev/gatehouse/internal/grpcmetrics"
 	"github.com/gatehouse-dev/gatehouse/internal/version"
@@ -32,7 +31,7 @@ type telemetry struct {
 // newTelemetry builds the registry (no global one: every metric is
 // registered here), registers each part's metrics, and builds the shadow
 // policy when one is configured.
-func newTelemetry(ctx context.Context, cfg *config.Config, file string, logger *slog.Logger, engine *policy.Engine, tokens *jwt.Verifier) (*telemetry, error) {
+func newTelemetry(ctx context.Context, cfg *config.Config, file string, logger *slog.Logger, engine *policy.Engine, tokens interface{ Collector() prometheus.Collector }) (*telemetry, error) {
 	reg := prometheus.NewRegistry()
 	t := &telemetry{registry: reg}
 	var err error

@@ -50,7 +50,7 @@ func (e *configError) Unwrap() error { return e.err }
 // parts are the pieces serve wires together.
 type parts struct {
 	policy *policy.Engine
-	tokens *jwt.Verifier
+	tokens *liveTokens
 	authz  *authz.Server
 	limits authz.Limits
 	// forwardAuth is nil when listen.forward_auth is off.
@@ -146,7 +146,8 @@ func build(ctx context.Context, cfg *config.Config, bo buildOptions, logger *slo
 		opts.DecisionLog = decisions
 		opts.DecisionLogDebug = cfg.Log.Level == "debug"
 	}
-	tel, err := newTelemetry(ctx, cfg, file, logger, engine, tokens)
+	live := newLiveTokens(tokens)
+	tel, err := newTelemetry(ctx, cfg, file, logger, engine, live)
 	if err != nil {
 		tokens.Close()
 		return nil, err
@@ -158,7 +159,7 @@ func build(ctx context.Context, cfg *config.Config, bo buildOptions, logger *slo
 		tokens.Close()
 		return nil, err
 	}
-	p := &parts{policy: engine, tokens: tokens, authz: server, limits: limits, telemetry: tel}
+	p := &parts{policy: engine, tokens: live, authz: server, limits: limits, telemetry: tel}
 	if cfg.Listen.ForwardAuth != "" {
 		p.forwardAuth, err = forwardauth.New(forwardauth.Options{
 			Checker:      server,
@@ -183,6 +184,9 @@ func (p *parts) ready() bool {
 // serveOptions are what serve needs beside the configuration.
 type serveOptions struct {
 	configFile  string // the configuration file, named in configuration errors
+	// overrides are the command line's settings, applied again to every
+	// reload of configFile.
+	overrides func(*config.Config)
 	addressFile string // where to write the bound addresses; "" for nowhere
 	// run is set by `gatehouse run`, the OPA-Envoy drop-in (run.go).
 	run *runParts
@@ -356,6 +360,14 @@ func serve(ctx context.Context, cfg *config.Config, opts serveOptions, logger *s
 			fa.Close()
 		}
 		return err
+	}
+	if opts.configFile != "" && opts.run == nil && *cfg.Policy.Watch {
+		// The configuration file reloads as policy files do (policy.watch).
+		rl, err := newConfigReloader(opts.configFile, opts.overrides, cfg, p, logger, p.telemetry.registry)
+		if err != nil {
+			return abort(err)
+		}
+		go rl.watch(ctx)
 	}
 	if opts.run != nil {
 		if err := opts.run.serveDiagnostic(hsrv, errc); err != nil {

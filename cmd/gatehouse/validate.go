@@ -84,7 +84,7 @@ func validate(ctx context.Context, args []string, stdout, stderr io.Writer) int 
 	defer p.tokens.Close()
 
 	if *fetchJWKS && len(cfg.JWT.Providers) > 0 {
-		if !reportJWKS(ctx, cfg, p.tokens, stdout, stderr) {
+		if !reportJWKS(ctx, cfg, p.tokens.get(), stdout, stderr) {
 			return 2
 		}
 	}
