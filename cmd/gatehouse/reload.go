@@ -288,4 +288,3 @@ func changedKeys(a, b *config.Config, live bool) []string {
 	}
 	return keys
 }
-

@@ -183,10 +183,10 @@ func (p *parts) ready() bool {
 
 // serveOptions are what serve needs beside the configuration.
 type serveOptions struct {
-	configFile  string // the configuration file, named in configuration errors
+	configFile string // the configuration file, named in configuration errors
 	// overrides are the command line's settings, applied again to every
 	// reload of configFile.
-	overrides func(*config.Config)
+	overrides   func(*config.Config)
 	addressFile string // where to write the bound addresses; "" for nowhere
 	// run is set by `gatehouse run`, the OPA-Envoy drop-in (run.go).
 	run *runParts
