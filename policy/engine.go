@@ -115,14 +115,14 @@ type revision struct {
 	cidrs *cidrCache
 	// txn is the read transaction every evaluation of the revision uses.
 	txn storage.Transaction
-	// rules is the configured decision compiled natively (nil without
-	// Options.Rules). When native is set, it decides instead of OPA.
-	rules  *native
-	native bool
+	// configured is the configured decision compiled natively (nil without
+	// Options.Rules). When decidesNatively is set, it decides instead of OPA.
+	configured      *native
+	decidesNatively bool
 	// need is the part of the input the policy can read.
 	need *Need
 	// offerDecision: the policy reads input.gatehouse.decision, which the
-	// native decision computes (rules is set).
+	// native decision computes (configured is set).
 	offerDecision bool
 	// network: the modules call network built-ins, which wait on the
 	// evaluation's context (evalOpts gives it the deadline).
@@ -342,10 +342,10 @@ func (e *Engine) build(ctx context.Context, current string) (rev *revision, chan
 	}
 	rev = &revision{hash: hash, query: q, cidrs: cidrs, txn: txn, need: inputNeed(compiler, len(e.paths) > 0), network: len(networkCalls(src.modules)) > 0, userModules: src.user, loadedAt: time.Now()}
 	if e.rules != nil {
-		if rev.rules, err = compileNative(*e.rules); err != nil {
+		if rev.configured, err = compileNative(*e.rules); err != nil {
 			return nil, false, err
 		}
-		rev.native = len(e.paths) == 0 && slices.Contains(nativeDecisions, e.decision.String())
+		rev.decidesNatively = len(e.paths) == 0 && slices.Contains(nativeDecisions, e.decision.String())
 		rev.offerDecision = rev.need.Child(inputKeyGatehouse).Child("decision") != nil
 	}
 	return rev, true, nil
@@ -381,8 +381,8 @@ type InputBuilder interface {
 // *EvalError, and the Decision carries the revision that evaluated.
 func (e *Engine) Decide(ctx context.Context, facts *Facts, input InputBuilder) (Decision, error) {
 	rev := e.current.Load()
-	if rev.native {
-		d := rev.rules.decide(facts, nil)
+	if rev.decidesNatively {
+		d := rev.configured.decide(facts, nil)
 		d.Revision = rev.hash
 		return d, nil
 	}
@@ -401,7 +401,7 @@ func (rev *revision) input(facts *Facts, input InputBuilder) (ast.Object, error)
 		return nil, err
 	}
 	if rev.offerDecision {
-		d := rev.rules.decide(facts, nil)
+		d := rev.configured.decide(facts, nil)
 		in.Insert(ast.InternedTerm(inputKeyGatehouse), ast.NewTerm(ast.NewObject(
 			ast.Item(ast.InternedTerm("decision"), ast.NewTerm(d.value())))))
 	}
@@ -409,7 +409,7 @@ func (rev *revision) input(facts *Facts, input InputBuilder) (ast.Object, error)
 }
 
 // Native reports whether the active revision decides natively.
-func (e *Engine) Native() bool { return e.current.Load().native }
+func (e *Engine) Native() bool { return e.current.Load().decidesNatively }
 
 // Eval evaluates the decision for input with OPA, whatever the revision (the
 // native decision is not used: Eval is the Rego specification's answer).

@@ -43,9 +43,9 @@ const maxTraceSteps = 200
 // Decide would return for the same facts and input.
 func (e *Engine) Explain(ctx context.Context, facts *Facts, input InputBuilder) (Decision, []Step, error) {
 	rev := e.current.Load()
-	if rev.native {
+	if rev.decidesNatively {
 		var tr trace
-		d := rev.rules.decide(facts, &tr)
+		d := rev.configured.decide(facts, &tr)
 		d.Revision = rev.hash
 		return d, tr.steps, nil
 	}
@@ -102,7 +102,7 @@ func traceSteps(events []*topdown.Event) []Step {
 }
 
 // describe names a rules_for entry by its host and prefix.
-func (s *scopedRules) describe() string {
+func (s *compiledScope) describe() string {
 	var parts []string
 	if s.host != "" {
 		parts = append(parts, "host="+s.host)

@@ -17,7 +17,7 @@ type native struct {
 	trusted     *ipset.Set
 	bypassPaths []string
 	global      headerRules
-	scoped      []scopedRules
+	scoped      []compiledScope
 	noProviders bool
 	// authz is the authorization section; nil without one.
 	authz *authzRules
@@ -42,7 +42,7 @@ type allowRule struct {
 	reason string
 }
 
-type scopedRules struct {
+type compiledScope struct {
 	host   string // normalised; "" = any host
 	prefix string // lower-cased; "" = any path
 	rules  headerRules
@@ -69,7 +69,7 @@ func compileNative(r Rules) (*native, error) {
 		if err != nil {
 			return nil, err
 		}
-		sc := scopedRules{prefix: strings.ToLower(s.PathPrefix), rules: rules}
+		sc := compiledScope{prefix: strings.ToLower(s.PathPrefix), rules: rules}
 		if s.Host != "" {
 			sc.host = normalizeHost(strings.ToLower(s.Host))
 		}
@@ -284,7 +284,7 @@ func (n *native) bypassPathOK(path string) bool {
 	return false
 }
 
-func (s *scopedRules) matches(host, lowerPath string, ambiguous bool) bool {
+func (s *compiledScope) matches(host, lowerPath string, ambiguous bool) bool {
 	if s.host != "" && s.host != host {
 		return false
 	}
