@@ -220,7 +220,7 @@ type outcome struct {
 	token    *jwt.Result
 	// est are the establishers this check started with.
 	est *establishers
-	req      *request
+	req *request
 	// dryRunDenied: the decision was a denial that dry run turned into an allow.
 	dryRunDenied bool
 	// Stage timing, on the checks Metrics samples (authz/metrics.go).
