@@ -34,8 +34,17 @@ func runScenario(ctx context.Context, s settings, work string, bins map[string]s
 		return nil, err
 	}
 	names := []string{serverNoop, serverGatehouse}
-	if bins[serverOPAEnvoy] != "" && sc.opaPolicy != "" {
+	if bins[serverOPAEnvoy] != "" && (sc.opaPolicy != "" || sc.opaConfig != "") {
 		names = append(names, serverOPAEnvoy)
+	}
+	serviceURL := ""
+	if sc.opaConfig != "" {
+		services, err := startOPAServices(sc.opaModule)
+		if err != nil {
+			return nil, err
+		}
+		defer services.Close()
+		serviceURL = services.URL
 	}
 	rounds := s.rounds
 	if sc.fixedCount {
@@ -47,7 +56,7 @@ func runScenario(ctx context.Context, s settings, work string, bins map[string]s
 	for round := 1; round <= rounds; round++ {
 		for _, name := range names {
 			fmt.Fprintf(os.Stderr, "bench: %-20s %-10s round %d ", sc.name, name, round)
-			srv, err := startFor(ctx, name, dir, bins, sc, s.profile != "")
+			srv, err := startFor(ctx, name, dir, bins, sc, serviceURL, s.profile != "")
 			if err != nil {
 				fmt.Fprintln(os.Stderr)
 				return rows, err
@@ -66,8 +75,9 @@ func runScenario(ctx context.Context, s settings, work string, bins map[string]s
 }
 
 // startFor writes the server's configuration for the scenario, starts it and
-// waits until it is ready.
-func startFor(ctx context.Context, name, dir string, bins map[string]string, sc scenario, pprof bool) (*server, error) {
+// waits until it is ready. serviceURL is the OPA-configured scenarios'
+// loopback control plane.
+func startFor(ctx context.Context, name, dir string, bins map[string]string, sc scenario, serviceURL string, pprof bool) (*server, error) {
 	addr, err := testutil.FreeAddr()
 	if err != nil {
 		return nil, err
@@ -79,10 +89,27 @@ func startFor(ctx context.Context, name, dir string, bins map[string]string, sc 
 	}
 	var args []string
 	var ready func(context.Context) error
-	switch name {
-	case serverNoop:
+	switch {
+	case name == serverNoop:
 		args, ready = []string{"--addr", addr}, grpcHealthy(addr)
-	case serverGatehouse:
+	case sc.opaConfig != "":
+		// The same OPA configuration for both: Gatehouse as the drop-in
+		// (`gatehouse run --server`), OPA-Envoy as itself. Ready once the
+		// bundle is activated and the ext_authz plugin is up.
+		runDir := filepath.Join(dir, name+"-run")
+		if err := writeFiles(runDir, map[string]string{"config.yaml": opaConfig(sc.opaConfig, addr, serviceURL)}); err != nil {
+			return nil, err
+		}
+		args = []string{"run", "--server", "--addr", httpAddr, "--disable-telemetry", "--log-level", "error",
+			"--config-file", filepath.Join(runDir, "config.yaml")}
+		if name == serverGatehouse {
+			args = append(args, "--admin-addr", "127.0.0.1:0")
+			if pprof {
+				args = append(args, "--pprof")
+			}
+		}
+		ready = httpHealthy("http://" + httpAddr + "/health?bundles&plugins")
+	case name == serverGatehouse:
 		cfg := sc.gatehouse
 		if pprof {
 			cfg += "ops:\n  pprof: true\n"
@@ -94,7 +121,7 @@ func startFor(ctx context.Context, name, dir string, bins map[string]string, sc 
 		// may be taken on a shared machine.
 		args = []string{"--config", filepath.Join(dir, "gatehouse.yaml"), "--grpc-addr", addr, "--http-addr", httpAddr, "--admin-addr", "127.0.0.1:0"}
 		ready = grpcHealthy(addr)
-	case serverOPAEnvoy:
+	case name == serverOPAEnvoy:
 		opaDir := filepath.Join(dir, "opa-envoy")
 		// Decision logs are off: the decision_logs plugin is not configured.
 		config := fmt.Sprintf("plugins:\n  envoy_ext_authz_grpc:\n    addr: %s\n    path: envoy/authz/allow\n", addr)

@@ -99,7 +99,12 @@ type scenario struct {
 	policyFiles map[string]string
 	// opaPolicy is the equivalent Rego for OPA-Envoy; "" skips OPA-Envoy.
 	opaPolicy string
-	template  *authv3.CheckRequest
+	// opaConfig, when set, is an OPA configuration template (opaConfig)
+	// that Gatehouse runs as `gatehouse run --server` and OPA-Envoy as
+	// itself, instead of gatehouse and opaPolicy; opaModule is the policy
+	// of the bundle the harness's loopback bundle service serves.
+	opaConfig, opaModule string
+	template             *authv3.CheckRequest
 	// source, when set, returns the Next function of one server's run: a fresh
 	// supply of distinct tokens for each server process. With wrap the supply
 	// starts over when used up instead of ending the run: for the no-op
@@ -228,6 +233,16 @@ func scenarios(f fixture) []scenario {
 			gatehouse:   "policy:\n  paths: [./policy]\n",
 			policyFiles: map[string]string{"policy/authz.rego": testutil.DocsPolicy},
 			opaPolicy:   testutil.DocsPolicy, want: 200,
+			template: envoyRequest(requestShape{clientIP: untrustedClient, method: "GET", path: "/people?lang=en&lang=fr&page=2", token: warm}),
+		},
+		{
+			name:      "docs policy, bundle",
+			opaConfig: bundleFedConfig, opaModule: testutil.DocsPolicy, want: 200,
+			template: envoyRequest(requestShape{clientIP: untrustedClient, method: "GET", path: "/people?lang=en&lang=fr&page=2", token: warm}),
+		},
+		{
+			name:      "docs policy, bundle, decision log upload",
+			opaConfig: decisionLogConfig, opaModule: testutil.DocsPolicy, want: 200,
 			template: envoyRequest(requestShape{clientIP: untrustedClient, method: "GET", path: "/people?lang=en&lang=fr&page=2", token: warm}),
 		},
 		{

@@ -5,6 +5,7 @@ import (
 	"crypto/rand"
 	"crypto/rsa"
 	"encoding/json"
+	"net/http"
 	"net/url"
 	"os"
 	"path/filepath"
@@ -13,11 +14,13 @@ import (
 	"time"
 
 	authv3 "github.com/envoyproxy/go-control-plane/envoy/service/auth/v3"
+	"github.com/open-policy-agent/opa/v1/bundle"
 	"github.com/open-policy-agent/opa/v1/rego"
 	"google.golang.org/protobuf/encoding/protojson"
 
 	"github.com/gatehouse-dev/gatehouse/config"
 	"github.com/gatehouse-dev/gatehouse/internal/testutil"
+	"github.com/gatehouse-dev/gatehouse/opaenvoy"
 )
 
 // testFixture signs a few tokens with a fresh key: a valid one, one for
@@ -55,6 +58,10 @@ func TestGatehouseConfigsLoad(t *testing.T) {
 	f, _ := testFixture(t)
 	for _, sc := range scenarios(f) {
 		t.Run(sc.name, func(t *testing.T) {
+			if sc.opaConfig != "" {
+				checkOPAConfig(t, sc)
+				return
+			}
 			dir := t.TempDir()
 			if err := writeFiles(dir, sc.policyFiles); err != nil {
 				t.Fatal(err)
@@ -117,6 +124,56 @@ func evalAllow(t *testing.T, module string, input map[string]any) any {
 		t.Fatalf("allow is undefined: %v", rs)
 	}
 	return rs[0].Expressions[0].Value
+}
+
+// checkOPAConfig: an OPA-configured scenario's configuration passes
+// `gatehouse run`'s checks, and its bundle service serves a bundle OPA's
+// reader takes, holding the scenario's policy, and takes a decision log
+// upload.
+func checkOPAConfig(t *testing.T, sc scenario) {
+	t.Helper()
+	services, err := startOPAServices(sc.opaModule)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer services.Close()
+	path := filepath.Join(t.TempDir(), "config.yaml")
+	if err := os.WriteFile(path, []byte(opaConfig(sc.opaConfig, "127.0.0.1:9191", services.URL)), 0o644); err != nil {
+		t.Fatal(err)
+	}
+	raw, err := opaenvoy.Load(path, nil, nil)
+	if err != nil {
+		t.Fatal(err)
+	}
+	var conf map[string]any
+	if err := json.Unmarshal(raw, &conf); err != nil {
+		t.Fatal(err)
+	}
+	rawExt, err := opaenvoy.CheckConfig(conf)
+	if err != nil {
+		t.Fatalf("gatehouse run refuses the configuration: %v", err)
+	}
+	ext, err := opaenvoy.ParseExtAuthz(rawExt)
+	if err != nil || ext.Address != "127.0.0.1:9191" {
+		t.Fatalf("plugins.envoy_ext_authz_grpc: %+v, %v", ext, err)
+	}
+	resp, err := http.Get(services.URL + bundleResource)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer resp.Body.Close()
+	b, err := bundle.NewReader(resp.Body).Read()
+	if err != nil || len(b.Modules) != 1 || string(b.Modules[0].Raw) != sc.opaModule {
+		t.Fatalf("the served bundle: %v, %d modules", err, len(b.Modules))
+	}
+	_, wantLogs := conf["decision_logs"]
+	if wantLogs {
+		resp, err := http.Post(services.URL+logsPath, "application/json", strings.NewReader("[]"))
+		if err != nil || resp.StatusCode != http.StatusNoContent || services.uploads.Load() != 1 {
+			t.Fatalf("decision log upload: %v %v, %d uploads", resp, err, services.uploads.Load())
+		}
+		resp.Body.Close()
+	}
 }
 
 // TestOPAEnvoyPolicyDecisions proves the Rego given to OPA-Envoy takes the
