@@ -144,6 +144,8 @@ func NewMetrics(opts MetricsOptions) (*Metrics, error) {
 	for i, name := range stageNames {
 		m.stages[i] = stage.WithLabelValues(name)
 	}
+	// Exposed from the start (as 0), like the other counters.
+	m.audit.WithLabelValues(ReasonOther)
 	m.shadowCompared = m.shadowEvals.WithLabelValues("compared")
 	m.shadowEvalError = m.shadowEvals.WithLabelValues("error")
 	m.shadowDropped = m.shadowEvals.WithLabelValues("dropped")
