@@ -39,6 +39,11 @@ bypass:
   trusted_cidrs: [10.0.0.0/8]
 headers:
   deny: [{name: user-agent, regex: "(?i)sqlmap|nikto"}]
+authorization:
+  rules:
+    - {name: public, methods: [GET], paths: [/healthz]}
+    - {name: read-orders, methods: [GET], paths: [/orders, "/orders/*"], request_principals: ["*"]}
+    - {name: write-orders, methods: [POST], paths: [/orders], claims: [{path: [scope], values: ["orders:write"]}]}
 YAML
 say "starting gatehouse (config below)"
 cat "$work/gatehouse.yaml"
@@ -67,6 +72,8 @@ show "expired token: 401 with the reason" --path /orders --token "$expired"
 show "trusted network, no token: allowed by the bypass" --path /orders --source-ip 10.1.2.3
 show "forged X-Forwarded-For from an untrusted peer: still 401" --path /orders --source-ip 198.51.100.7 -H "x-forwarded-for: 10.1.2.3"
 show "scanner user agent, even from the trusted network: 403" --path /orders --source-ip 10.1.2.3 -H "user-agent: sqlmap/1.7"
+show "public route, no token: allowed by the rule 'public'" --path /healthz
+show "a write without the orders:write scope: 403 no_matching_rule" --method POST --path /orders --token "$token"
 
 say "decision log (one JSON line per decision)"
 grep '"msg":"decision"' "$work/gatehouse.log" | tail -n 3
