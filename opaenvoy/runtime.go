@@ -106,6 +106,10 @@ type Runtime struct {
 	// byRevision maps a policy revision (content hash) to the bundle
 	// revisions it was built from, for the decision log.
 	byRevision sync.Map
+	// logPaths are the decision log's mask and drop documents; logRules
+	// whether the current compiler's rules define them (decisionlog.go).
+	logPaths logPaths
+	logRules atomic.Pointer[logRules]
 }
 
 // New reads the configuration, loads the command line's files, builds the
@@ -128,6 +132,10 @@ func New(ctx context.Context, opts Options) (_ *Runtime, err error) {
 	if err != nil {
 		return nil, err
 	}
+	lp, err := parseLogPaths(conf)
+	if err != nil {
+		return nil, fmt.Errorf("configuration: %w", err)
+	}
 	logger := opts.Logger
 	if logger == nil {
 		logger = slog.New(slog.NewTextHandler(io.Discard, nil))
@@ -143,6 +151,7 @@ func New(ctx context.Context, opts Options) (_ *Runtime, err error) {
 	r := &Runtime{
 		ext: ext, policy: opts.Policy, logger: logger, failed: map[string]string{}, activated: map[string]time.Time{},
 		paths: opts.Paths, bundleMode: opts.BundleMode, ignore: opts.Ignore, version: version,
+		logPaths: lp,
 	}
 	if opts.Watch && len(opts.Paths) > 0 {
 		// Watching starts before the paths are first read, so that no change

@@ -198,3 +198,116 @@ plugins:
 		t.Errorf("metrics.timer_server_handler_ns = %v, want > 0", field(ev, "metrics"))
 	}
 }
+
+// TestOPAEnvoyDecisionLogInputForms: the event's input is the document
+// OPA-Envoy builds (its keys only, none of Gatehouse's facts such as
+// client_ip), whichever form Gatehouse hands it to OPA's plugin in: with no
+// mask or drop policy (written straight as JSON), with a drop policy only
+// (which must see the input: it drops one path's events), and with both
+// (the input masked).
+func TestOPAEnvoyDecisionLogInputForms(t *testing.T) {
+	const drop = `package system.log
+
+drop if input.input.parsed_path == ["orders", "3"]
+`
+	const mask = `package system.log
+
+mask contains "/input/attributes/request/http/headers/x-secret"
+`
+	for _, tc := range []struct {
+		name            string
+		logPolicies     map[string]string
+		dropped, erased bool
+	}{
+		{name: "no log policy"},
+		{name: "drop policy", logPolicies: map[string]string{"drop.rego": drop}, dropped: true},
+		{name: "drop and mask policies", logPolicies: map[string]string{"drop.rego": drop, "mask.rego": mask}, dropped: true, erased: true},
+	} {
+		t.Run(tc.name, func(t *testing.T) {
+			col := newCollector(t)
+			dir := t.TempDir()
+			pdir := filepath.Join(dir, "policy")
+			if err := os.Mkdir(pdir, 0o755); err != nil {
+				t.Fatal(err)
+			}
+			writeFile(t, filepath.Join(pdir, "authz.rego"), "package envoy.authz\n\ndefault allow := false\n\nallow if input.attributes.request.http.method == \"GET\"\n")
+			for name, src := range tc.logPolicies {
+				writeFile(t, filepath.Join(pdir, name), src)
+			}
+			config := filepath.Join(dir, "config.yaml")
+			writeFile(t, config, fmt.Sprintf(`services:
+  - name: collector
+    url: %s
+decision_logs:
+  service: collector
+  reporting: {min_delay_seconds: 1, max_delay_seconds: 1}
+plugins:
+  envoy_ext_authz_grpc: {path: envoy/authz/allow}
+`, col.URL))
+			g, _ := startRun(t, "--server", "-c", config, "--addr=127.0.0.1:0", pdir)
+			eventually(t, 20*time.Second, "ready", func() bool { code, _ := g.get("/readyz"); return code == 200 })
+			c := g.client(t)
+			ids := make([]string, 5)
+			for i := range ids {
+				req := envoyRequest("10.1.2.3", "orders.example.com", fmt.Sprintf("/orders/%d?page=%d", i, i), map[string]string{"x-secret": "s3cret", "x-plain": "p"})
+				ctx, cancel := context.WithTimeout(context.Background(), time.Second)
+				resp, err := c.Check(ctx, req)
+				cancel()
+				if err != nil || resp.GetStatus().GetCode() != 0 {
+					t.Fatalf("check %d: %v %v", i, resp.GetStatus(), err)
+				}
+				ids[i] = decisionID(resp)
+			}
+			want := len(ids)
+			if tc.dropped {
+				want--
+			}
+			eventually(t, 30*time.Second, "the events uploaded", func() bool { return col.count() >= want })
+			if ev := col.event(ids[3]); (ev == nil) != tc.dropped {
+				t.Fatalf("event of /orders/3 uploaded = %v, want dropped = %v", ev != nil, tc.dropped)
+			}
+			ev := col.event(ids[2])
+			if ev == nil {
+				t.Fatalf("event of /orders/2 not uploaded")
+			}
+			in, _ := ev["input"].(map[string]any)
+			for key := range in {
+				switch key {
+				case "attributes", "version", "parsed_path", "parsed_query", "parsed_body", "truncated_body", "source_principal":
+				default:
+					t.Errorf("input.%s: not a key OPA-Envoy builds (%v)", key, in[key])
+				}
+			}
+			checks := []struct {
+				path []string
+				want any
+			}{
+				{[]string{"input", "attributes", "request", "http", "path"}, "/orders/2?page=2"},
+				{[]string{"input", "attributes", "request", "http", "headers", "x-plain"}, "p"},
+				{[]string{"input", "parsed_path"}, []any{"orders", "2"}},
+				{[]string{"input", "parsed_query", "page"}, []any{"2"}},
+				{[]string{"input", "version", "ext_authz"}, "v3"},
+				{[]string{"result", "allowed"}, true},
+			}
+			if tc.erased {
+				checks = append(checks, struct {
+					path []string
+					want any
+				}{[]string{"input", "attributes", "request", "http", "headers", "x-secret"}, nil}, struct {
+					path []string
+					want any
+				}{[]string{"erased"}, []any{"/input/attributes/request/http/headers/x-secret"}})
+			} else {
+				checks = append(checks, struct {
+					path []string
+					want any
+				}{[]string{"input", "attributes", "request", "http", "headers", "x-secret"}, "s3cret"})
+			}
+			for _, ck := range checks {
+				if got := field(ev, ck.path...); fmt.Sprint(got) != fmt.Sprint(ck.want) {
+					t.Errorf("event %v = %v, want %v", ck.path, got, ck.want)
+				}
+			}
+		})
+	}
+}
