@@ -51,13 +51,7 @@ func (s *Server) allow(dec policy.Decision, out *outcome) *authv3.CheckResponse 
 		ok.HeadersToRemove = append(ok.HeadersToRemove, tok.RemoveHeaders...)
 		ok.QueryParametersToRemove = append(ok.QueryParametersToRemove, tok.RemoveParams...)
 	}
-	var identity []string
-	if out.est != nil {
-		identity = out.est.identityHeader
-	} else if est := s.est.Load(); est != nil {
-		identity = est.identityHeader
-	}
-	for _, name := range identity {
+	for _, name := range out.est.identityHeader {
 		if !set[name] {
 			ok.HeadersToRemove = append(ok.HeadersToRemove, name)
 		}

@@ -277,6 +277,8 @@ func (s *Server) decide(ctx context.Context, req *authv3.CheckRequest, out *outc
 // establish reads the request and establishes the facts (client IP, token
 // verdict) into out. A request that cannot be read gets its refusal.
 func (s *Server) establish(ctx context.Context, req *authv3.CheckRequest, out *outcome) (*request, *authv3.CheckResponse) {
+	est := s.est.Load()
+	out.est = est
 	r, err := newRequest(req, &s.opts.Limits)
 	if err != nil {
 		return nil, s.refuse(err, out)
@@ -284,8 +286,6 @@ func (s *Server) establish(ctx context.Context, req *authv3.CheckRequest, out *o
 	r.maxParseBody, r.maxJSONDepth = s.opts.MaxParseBodyBytes, s.opts.Limits.MaxJSONDepth
 	r.plans = &s.plans
 	out.req = r
-	est := s.est.Load()
-	out.est = est
 	out.ip = est.clientIP.Resolve(r.peer, r.headers)
 	out.lap(stageClientIP)
 	if est.tokens != nil {

@@ -97,34 +97,16 @@ type HeaderCondition struct {
 
 // Rule actions.
 const (
-	ActionAllow = "allow"
-	ActionDeny  = "deny"
-	ActionAudit = "audit"
+	ActionAllow = policy.ActionAllow
+	ActionDeny  = policy.ActionDeny
+	ActionAudit = policy.ActionAudit
 )
 
 // Policy maps the section onto the policy package's rules.
 func (a Authorization) Policy() policy.Authorization {
 	out := policy.Authorization{AllowNothing: a.AllowNothing}
 	for _, r := range a.Rules {
-		pr := policy.AuthzRule{
-			Name: r.Name, Action: r.Action,
-			Hosts: r.Hosts, NotHosts: r.NotHosts, Methods: r.Methods, NotMethods: r.NotMethods,
-			Paths: r.Paths, NotPaths: r.NotPaths, Ports: r.Ports, NotPorts: r.NotPorts,
-			PeerCIDRs: r.PeerCIDRs, NotPeerCIDRs: r.NotPeerCIDRs, ClientCIDRs: r.ClientCIDRs, NotClientCIDRs: r.NotClientCIDRs,
-			Principals: r.Principals, NotPrincipals: r.NotPrincipals, Namespaces: r.Namespaces, NotNamespaces: r.NotNamespaces,
-			RequestPrincipals: r.RequestPrincipals, NotRequestPrincipals: r.NotRequestPrincipals,
-			Audiences: r.Audiences, NotAudiences: r.NotAudiences, Presenters: r.Presenters, NotPresenters: r.NotPresenters,
-		}
-		if pr.Action == "" {
-			pr.Action = ActionAllow
-		}
-		for _, c := range r.Claims {
-			pr.Claims = append(pr.Claims, policy.ClaimCondition{Path: c.Path, Values: c.Values, NotValues: c.NotValues})
-		}
-		for _, h := range r.Headers {
-			pr.Headers = append(pr.Headers, policy.HeaderCondition{Name: h.Name, Values: h.Values, NotValues: h.NotValues})
-		}
-		out.Rules = append(out.Rules, pr)
+		out.Rules = append(out.Rules, r.Policy())
 	}
 	return out
 }
@@ -145,15 +127,11 @@ func (a Authorization) validate() error {
 			return fmt.Errorf("%s.name: %q is also the name of authorization.rules[%d]; names must be unique", key, r.Name, j)
 		}
 		names[r.Name] = i
-		switch r.Action {
-		case "", ActionAllow:
-			allows++
-		case ActionDeny, ActionAudit:
-		default:
-			return fmt.Errorf("%s.action: %q is not allow, deny or audit", key, r.Action)
-		}
 		if err := policy.ValidateAuthzRule(r.Policy()); err != nil {
 			return fmt.Errorf("%s.%w", key, err)
+		}
+		if r.Action == "" || r.Action == ActionAllow {
+			allows++
 		}
 	}
 	if a.AllowNothing && allows > 0 {
@@ -162,9 +140,27 @@ func (a Authorization) validate() error {
 	return nil
 }
 
-// Policy maps one rule (for validation messages).
+// Policy maps one rule onto the policy package's, with the default action.
 func (r AuthorizationRule) Policy() policy.AuthzRule {
-	return Authorization{Rules: []AuthorizationRule{r}}.Policy().Rules[0]
+	pr := policy.AuthzRule{
+		Name: r.Name, Action: r.Action,
+		Hosts: r.Hosts, NotHosts: r.NotHosts, Methods: r.Methods, NotMethods: r.NotMethods,
+		Paths: r.Paths, NotPaths: r.NotPaths, Ports: r.Ports, NotPorts: r.NotPorts,
+		PeerCIDRs: r.PeerCIDRs, NotPeerCIDRs: r.NotPeerCIDRs, ClientCIDRs: r.ClientCIDRs, NotClientCIDRs: r.NotClientCIDRs,
+		Principals: r.Principals, NotPrincipals: r.NotPrincipals, Namespaces: r.Namespaces, NotNamespaces: r.NotNamespaces,
+		RequestPrincipals: r.RequestPrincipals, NotRequestPrincipals: r.NotRequestPrincipals,
+		Audiences: r.Audiences, NotAudiences: r.NotAudiences, Presenters: r.Presenters, NotPresenters: r.NotPresenters,
+	}
+	if pr.Action == "" {
+		pr.Action = ActionAllow
+	}
+	for _, c := range r.Claims {
+		pr.Claims = append(pr.Claims, policy.ClaimCondition{Path: c.Path, Values: c.Values, NotValues: c.NotValues})
+	}
+	for _, h := range r.Headers {
+		pr.Headers = append(pr.Headers, policy.HeaderCondition{Name: h.Name, Values: h.Values, NotValues: h.NotValues})
+	}
+	return pr
 }
 
 func ruleNameOK(s string) bool {

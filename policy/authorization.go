@@ -63,6 +63,11 @@ const (
 // last, each operator a whole segment), CIDRs, ports, claim paths and header
 // names. The error starts with the field's key.
 func ValidateAuthzRule(r AuthzRule) error {
+	switch r.Action {
+	case "", ActionAllow, ActionDeny, ActionAudit:
+	default:
+		return fmt.Errorf("action: %q is not allow, deny or audit", r.Action)
+	}
 	for _, f := range []struct {
 		key    string
 		values []string
@@ -384,18 +389,17 @@ func (p principalPattern) match(id *identity) bool {
 
 // authzRule is one rule, compiled.
 type authzRule struct {
-	index  int32
 	name   string
 	action string
 	reason string // rule_allowed:<name> / rule_denied:<name> / the name (audit)
+	step   string // "authorization <action> <name>", explain's step name
 
 	hosts, notHosts     []strPattern // lower-cased
 	methods, notMethods []string
-	// Paths: exact case for allow paths; the others compare lower-cased.
+	// Paths: an allow rule's paths and a deny or audit rule's not_paths
+	// match with case; the others are compiled lower-cased.
 	paths, notPaths []pathPattern
-	// lowered marks paths/notPaths compiled lower-cased.
-	pathsFold, notPathsFold bool
-	ports, notPorts         []uint32
+	ports, notPorts []uint32
 	// CIDR sets, nil when the field is not set.
 	peer, notPeer, client, notClient *ipset.Set
 
@@ -409,19 +413,20 @@ type authzRule struct {
 	headers                   []headerCond
 	// identity: some condition reads the token (decoded once per request).
 	identity bool
-	// conditions is the number of match fields set (0 matches everything).
-	conditions int
 }
 
 type claimCond struct {
 	path              []string
-	key               string // path joined with "." for messages
 	values, notValues []strPattern
+	// What failure reports: "claims[<path>].values" / ".not_values".
+	valuesFailed, notValuesFailed string
 }
 
 type headerCond struct {
 	name              string // lower-case
 	values, notValues []strPattern
+	// What failure reports: "headers[<name>].values" / ".not_values".
+	valuesFailed, notValuesFailed string
 }
 
 // authzRules is the authorization section compiled for one revision: the
@@ -442,7 +447,7 @@ func compileAuthorization(a Authorization, spaceDelimited map[string][]string) (
 		if err := ValidateAuthzRule(r); err != nil {
 			return nil, fmt.Errorf("authorization.rules[%d].%w", i, err)
 		}
-		cr, err := compileRule(int32(i), r)
+		cr, err := compileRule(r)
 		if err != nil {
 			return nil, fmt.Errorf("authorization.rules[%d]: %w", i, err)
 		}
@@ -460,12 +465,12 @@ func compileAuthorization(a Authorization, spaceDelimited map[string][]string) (
 	return az, nil
 }
 
-func compileRule(index int32, r AuthzRule) (*authzRule, error) {
+func compileRule(r AuthzRule) (*authzRule, error) {
 	action := r.Action
 	if action == "" {
 		action = ActionAllow
 	}
-	cr := &authzRule{index: index, name: r.Name, action: action}
+	cr := &authzRule{name: r.Name, action: action, step: "authorization " + action + " " + r.Name}
 	switch action {
 	case ActionAllow:
 		cr.reason = KindRuleAllowed + ":" + r.Name
@@ -480,12 +485,11 @@ func compileRule(index int32, r AuthzRule) (*authzRule, error) {
 	// rule's paths match with case, its not_paths without; a deny or audit
 	// rule's paths match without case, its not_paths with it.
 	allowRule := action == ActionAllow
-	cr.pathsFold, cr.notPathsFold = !allowRule, allowRule
 	for _, set := range []struct {
 		in   []string
 		out  *[]pathPattern
 		fold bool
-	}{{r.Paths, &cr.paths, cr.pathsFold}, {r.NotPaths, &cr.notPaths, cr.notPathsFold}} {
+	}{{r.Paths, &cr.paths, !allowRule}, {r.NotPaths, &cr.notPaths, allowRule}} {
 		for _, v := range set.in {
 			p, err := compilePathPattern(v)
 			if err != nil {
@@ -525,24 +529,17 @@ func compileRule(index int32, r AuthzRule) (*authzRule, error) {
 	cr.audiences, cr.notAudiences = compilePatterns(r.Audiences, false), compilePatterns(r.NotAudiences, false)
 	cr.presenters, cr.notPresenters = compilePatterns(r.Presenters, false), compilePatterns(r.NotPresenters, false)
 	for _, c := range r.Claims {
-		cr.claims = append(cr.claims, claimCond{path: c.Path, key: strings.Join(c.Path, "."), values: compilePatterns(c.Values, false), notValues: compilePatterns(c.NotValues, false)})
+		key := "claims[" + strings.Join(c.Path, ".") + "]"
+		cr.claims = append(cr.claims, claimCond{path: c.Path, values: compilePatterns(c.Values, false), notValues: compilePatterns(c.NotValues, false),
+			valuesFailed: key + ".values", notValuesFailed: key + ".not_values"})
 	}
 	for _, h := range r.Headers {
-		cr.headers = append(cr.headers, headerCond{name: strings.ToLower(h.Name), values: compilePatterns(h.Values, false), notValues: compilePatterns(h.NotValues, false)})
+		name := strings.ToLower(h.Name)
+		cr.headers = append(cr.headers, headerCond{name: name, values: compilePatterns(h.Values, false), notValues: compilePatterns(h.NotValues, false),
+			valuesFailed: "headers[" + name + "].values", notValuesFailed: "headers[" + name + "].not_values"})
 	}
 	cr.identity = len(r.RequestPrincipals)+len(r.NotRequestPrincipals)+len(r.Audiences)+len(r.NotAudiences)+
 		len(r.Presenters)+len(r.NotPresenters)+len(r.Claims) > 0
-	for _, n := range []int{
-		len(r.Hosts), len(r.NotHosts), len(r.Methods), len(r.NotMethods), len(r.Paths), len(r.NotPaths),
-		len(r.Ports), len(r.NotPorts), len(r.PeerCIDRs), len(r.NotPeerCIDRs), len(r.ClientCIDRs), len(r.NotClientCIDRs),
-		len(r.Principals), len(r.NotPrincipals), len(r.Namespaces), len(r.NotNamespaces),
-		len(r.RequestPrincipals), len(r.NotRequestPrincipals), len(r.Audiences), len(r.NotAudiences),
-		len(r.Presenters), len(r.NotPresenters), len(r.Claims), len(r.Headers),
-	} {
-		if n > 0 {
-			cr.conditions++
-		}
-	}
 	return cr, nil
 }
 
@@ -554,6 +551,9 @@ type authzRequest struct {
 	// also lower-cased: the two readings an upstream may have of it.
 	path, decoded           string
 	lowerPath, lowerDecoded string
+	// The index's keys: the host (NormalizeHost) and the first segment of
+	// each lower-cased reading.
+	hostKey, seg, decodedSeg string
 	// structural: a dot segment, "//", "\", ";" or an escaped '/', '.',
 	// '\', '%' or ';': a path whose segments the upstream may read
 	// otherwise. Deny rules' path conditions hold on it, allow rules' never.
@@ -585,6 +585,7 @@ func (az *authzRules) request(f *Facts) *authzRequest {
 		}
 	}
 	q.lowerPath, q.lowerDecoded = strings.ToLower(q.path), strings.ToLower(q.decoded)
+	q.hostKey, q.seg, q.decodedSeg = NormalizeHost(q.host), firstSeg(q.lowerPath), firstSeg(q.lowerDecoded)
 	q.structural = pathStructurallyAmbiguous(f.Path)
 	if p, ok := strings.CutPrefix(f.SourcePrincipal, "spiffe://"); ok {
 		q.principal = p
@@ -669,10 +670,10 @@ func (q *authzRequest) failure(r *authzRule) string {
 		h := &r.headers[i]
 		v, ok := q.f.Headers[h.name]
 		if len(h.values) > 0 && !(ok && anyMatch(h.values, v)) {
-			return "headers[" + h.name + "].values"
+			return h.valuesFailed
 		}
 		if len(h.notValues) > 0 && ok && anyMatch(h.notValues, v) {
-			return "headers[" + h.name + "].not_values"
+			return h.notValuesFailed
 		}
 	}
 	return ""
@@ -701,10 +702,10 @@ func (q *authzRequest) identityFailure(r *authzRule) string {
 	for i := range r.claims {
 		c := &r.claims[i]
 		if len(c.values) > 0 && !id.claimMatches(c.path, c.values) {
-			return "claims[" + c.key + "].values"
+			return c.valuesFailed
 		}
 		if len(c.notValues) > 0 && id.claimMatches(c.path, c.notValues) {
-			return "claims[" + c.key + "].not_values"
+			return c.notValuesFailed
 		}
 	}
 	return ""
@@ -791,28 +792,15 @@ func indexHosts(r *authzRule) ([]string, bool) {
 	for _, h := range r.hosts {
 		switch {
 		case h.kind == patExact:
-			keys = append(keys, hostKey(h.s))
+			keys = append(keys, NormalizeHost(h.s))
 		case h.kind == patPrefix && strings.HasSuffix(h.s, ":") && !strings.ContainsAny(h.s[:len(h.s)-1], ":*"):
-			keys = append(keys, h.s[:len(h.s)-1])
+			keys = append(keys, NormalizeHost(h.s[:len(h.s)-1]))
 		default:
 			return nil, false
 		}
 	}
 	slices.Sort(keys)
 	return slices.Compact(keys), true
-}
-
-// hostKey is the index key of a request host: lower-case, no port.
-func hostKey(h string) string {
-	if strings.HasPrefix(h, "[") {
-		if i := strings.IndexByte(h, ']'); i > 0 {
-			return h[:i+1]
-		}
-	}
-	if i := strings.IndexByte(h, ':'); i >= 0 {
-		return h[:i]
-	}
-	return h
 }
 
 func (si *segIndex) add(pos int32, r *authzRule) {
@@ -884,7 +872,7 @@ func (rs *ruleSet) candidates(q *authzRequest, fn func(*authzRule) bool) {
 	}
 	var lists [6][]int32
 	n := 0
-	seg, decodedSeg := strings.ToLower(firstSeg(q.path)), strings.ToLower(firstSeg(q.decoded))
+	seg, decodedSeg := q.seg, q.decodedSeg
 	pick := func(si *segIndex) {
 		if si == nil {
 			return
@@ -909,10 +897,10 @@ func (rs *ruleSet) candidates(q *authzRequest, fn func(*authzRule) bool) {
 			n++
 		}
 	}
-	pick(rs.byHost[hostKey(q.host)])
+	pick(rs.byHost[q.hostKey])
 	pick(&rs.anyHost)
 	// Merge the ascending lists, visiting each position once.
-	var at [4]int
+	var at [len(lists)]int
 	last := int32(-1)
 	for {
 		best := -1
@@ -956,7 +944,7 @@ func (az *authzRules) auditMatches(q *authzRequest, tr *trace) []string {
 	az.audit.candidates(q, func(r *authzRule) bool {
 		if q.failure(r) == "" {
 			names = append(names, r.name)
-			tr.step("authorization audit "+r.name, "matches", "")
+			tr.step(r.step, "matches", "")
 		}
 		return true
 	})
@@ -968,10 +956,10 @@ func (az *authzRules) auditMatches(q *authzRequest, tr *trace) []string {
 func (az *authzRules) explainAllow(q *authzRequest, matched *authzRule, tr *trace) {
 	for _, r := range az.allow.rules {
 		if r == matched {
-			tr.step("authorization allow "+r.name, StepAllow, "matches")
+			tr.step(r.step, StepAllow, "matches")
 			return
 		}
-		tr.step("authorization allow "+r.name, StepPass, "no match: "+q.failure(r))
+		tr.step(r.step, StepPass, "no match: "+q.failure(r))
 	}
 	tr.step("authorization allow rules", StepDeny, "no allow rule matches")
 }

@@ -54,7 +54,7 @@ import (
 var (
 	genHosts      = []string{"api.example.com", "API.Example.com", "api.example.com:*", "*.example.com", "admin.*", "*", "admin.example.com"}
 	genReqHosts   = []string{"api.example.com", "API.EXAMPLE.COM", "api.example.com:8443", "admin.example.com", "x.example.com", "", "[2001:db8::1]:443"}
-	genPaths      = []string{"/orders", "/orders/*", "*.json", "*", "/orders/{*}", "/orders/{*}/items", "/files/{**}", "/{*}/admin", "/admin*", "/healthz", "/ORDERS/*"}
+	genPaths      = []string{"/orders", "/orders/*", "*.json", "*", "/orders/{*}", "/orders/{*}/items", "/files/{**}", "/{*}/admin", "/admin*", "/healthz", "/ORDERS/*", "/%6frders/*"}
 	genReqPaths   = []string{"/orders", "/orders/1", "/ORDERS/1", "/orders/1/items", "/orders//items", "/files/", "/files/a/b", "/files", "/x/admin", "/admin", "/admin/x", "/healthz", "/a.json", "/orders/%2e%2e/admin", "/orders/../admin", "/orders/a%20b", "//admin", "/orders;x", "/", "/%61dmin", "/%6Frders/1", "/a+b"}
 	genMethods    = []string{"GET", "POST", "DELETE"}
 	genPorts      = []int{8080, 8443}

@@ -71,7 +71,7 @@ func compileNative(r Rules) (*native, error) {
 		}
 		sc := compiledScope{prefix: strings.ToLower(s.PathPrefix), rules: rules}
 		if s.Host != "" {
-			sc.host = normalizeHost(strings.ToLower(s.Host))
+			sc.host = NormalizeHost(strings.ToLower(s.Host))
 		}
 		n.scoped = append(n.scoped, sc)
 	}
@@ -138,7 +138,7 @@ func (n *native) decide(f *Facts, tr *trace) Decision {
 func (n *native) decideSteps(f *Facts, q *authzRequest, tr *trace) Decision {
 	host := ""
 	if f.Host != "" {
-		host = normalizeHost(f.Host)
+		host = NormalizeHost(f.Host)
 	}
 	// scopes are the indexes of the rules_for entries that apply.
 	var scopes []int
@@ -177,7 +177,7 @@ func (n *native) decideSteps(f *Facts, q *authzRequest, tr *trace) Decision {
 	// trusted networks included.
 	if q != nil {
 		if r := n.authz.deny.first(q); r != nil {
-			tr.step("authorization deny "+r.name, StepDeny, r.reason)
+			tr.step(r.step, StepDeny, r.reason)
 			return n.denied(f, 403, r.reason, "")
 		}
 		if len(n.authz.deny.rules) > 0 {
@@ -375,9 +375,9 @@ func pathAmbiguous(path string) bool {
 	return false
 }
 
-// normalizeHost is lib.normalize_host on an already lower-cased or raw host:
+// NormalizeHost is lib.normalize_host on an already lower-cased or raw host:
 // lower-cased, without port or trailing dot; "[v6]:port" keeps the brackets.
-func normalizeHost(h string) string {
+func NormalizeHost(h string) string {
 	if strings.HasPrefix(h, "[") {
 		if i := strings.Index(h, "]"); i > 0 {
 			return strings.ToLower(h[:i+1])

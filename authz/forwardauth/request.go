@@ -16,6 +16,7 @@ import (
 	"google.golang.org/protobuf/types/known/timestamppb"
 
 	"github.com/gatehouse-dev/gatehouse/authz"
+	"github.com/gatehouse-dev/gatehouse/policy"
 )
 
 // errMalformed marks a subrequest that cannot be mapped (400): the mode's
@@ -341,20 +342,11 @@ func validate(o original, methodHeader, uriHeader, hostHeader string) error {
 	return nil
 }
 
-// sameHost compares two spellings of a host as host rules read them: case,
-// a trailing dot and a default-looking port aside, they must be one name.
+// sameHost compares two spellings of a host as host rules read them
+// (policy.NormalizeHost): case, a trailing dot and a port aside, they must be
+// one name.
 func sameHost(a, b string) bool {
-	return hostName(a) == hostName(b)
-}
-
-func hostName(h string) string {
-	if strings.HasPrefix(h, "[") {
-		if i := strings.IndexByte(h, ']'); i > 0 {
-			return strings.ToLower(h[:i+1])
-		}
-	}
-	h, _, _ = strings.Cut(h, ":")
-	return strings.TrimSuffix(strings.ToLower(h), ".")
+	return policy.NormalizeHost(a) == policy.NormalizeHost(b)
 }
 
 // splitURL splits an absolute http(s) URL into scheme, host and the request

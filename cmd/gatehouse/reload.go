@@ -125,6 +125,7 @@ func newConfigReloader(file string, overrides func(*config.Config), cfg *config.
 // a symlink) and polls the content as a fallback.
 func (r *configReloader) watch(ctx context.Context) {
 	var events <-chan fsnotify.Event
+	var errs <-chan error
 	if w, err := fsnotify.NewWatcher(); err != nil {
 		r.logger.Warn("configuration file events unavailable, polling only", "interval", configPoll, "error", err)
 	} else {
@@ -132,7 +133,7 @@ func (r *configReloader) watch(ctx context.Context) {
 		if err := w.Add(filepath.Dir(r.file)); err != nil {
 			r.logger.Warn("cannot watch the configuration's directory, polling only", "interval", configPoll, "error", err)
 		} else {
-			events = w.Events
+			events, errs = w.Events, w.Errors
 		}
 	}
 	close(r.watching)
@@ -145,12 +146,23 @@ func (r *configReloader) watch(ctx context.Context) {
 		select {
 		case <-ctx.Done():
 			return
-		case _, ok := <-events:
+		case ev, ok := <-events:
 			if !ok {
 				events = nil
 				continue
 			}
-			debounce.Reset(configDebounce)
+			// The file itself, or a ConfigMap's "..data" symlink swap; not
+			// an editor's swap file beside it.
+			if filepath.Clean(ev.Name) == filepath.Clean(r.file) || filepath.Base(ev.Name) == "..data" {
+				debounce.Reset(configDebounce)
+			}
+		case err, ok := <-errs:
+			// fsnotify blocks its event delivery until its errors are read.
+			if !ok {
+				errs = nil
+				continue
+			}
+			r.logger.Warn("configuration watch error; the poll still runs", "error", err.Error())
 		case <-debounce.C:
 			r.reloadIfChanged(ctx)
 		case <-poll.C:
@@ -235,6 +247,9 @@ func (r *configReloader) reload(ctx context.Context) error {
 		est.Tokens = verifier
 	}
 	if err := r.p.authz.SetEstablishers(est); err != nil {
+		if tokens != nil {
+			tokens.Close()
+		}
 		return r.failed(err)
 	}
 	if tokens != nil {

@@ -123,7 +123,7 @@ func parseArgs(fs *flag.FlagSet, args []string, stderr io.Writer) (code int, ok 
 func argumentHint(fs *flag.FlagSet, rest []string) string {
 	hint := ": " + fs.Name() + " takes flags only"
 	if fs.Name() == "gatehouse" {
-		hint += " (its one subcommand, validate, comes first: gatehouse validate --config FILE)"
+		hint += " (a subcommand comes first: gatehouse validate --config FILE, or gatehouse run --server ...)"
 	}
 	if len(rest) > 1 {
 		hint += fmt.Sprintf("; what follows it would not have been read either: %s", strings.Join(rest[1:], " "))
